@@ -1,0 +1,127 @@
+//! Types shared by tally's eBPF programs and its userspace: the per-container beancounter
+//! rows as the kernel side stores them, the map names, and the resource indices.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding and compile-time size checks, so
+//! the BPF and userspace views of a map value are the same bytes.
+#![no_std]
+
+/// Number of beancounter rows, in OpenVZ kernel order (`kmemsize` = 0 ... `swappages` = 24,
+/// dummy rows included so that indices match `/proc/user_beancounters`).
+pub const RESOURCE_COUNT: usize = 25;
+
+/// Row indices, OpenVZ kernel order. Only the rows that BPF programs charge are named here;
+/// the full model (names, units, semantics) lives in userspace (`tally::ubc`).
+pub mod res {
+    pub const NUMPROC: usize = 5;
+    pub const NUMTCPSOCK: usize = 9;
+    pub const NUMFLOCK: usize = 10;
+    pub const NUMPTY: usize = 11;
+    pub const NUMOTHERSOCK: usize = 17;
+    pub const NUMFILE: usize = 19;
+}
+
+/// The value OpenVZ shows for "no limit": LONG_MAX on 64-bit.
+pub const UNLIMITED: u64 = i64::MAX as u64;
+
+/// What a container has of one resource, kept by the BPF programs (userspace only reads it,
+/// except when it creates the zeroed row before the container's first process exists).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// In use now.
+    pub held: u64,
+    /// Peak of `held` since the row was created (moves only on successful charges).
+    pub maxheld: u64,
+    /// Refused charges, monotonic.
+    pub failcnt: u64,
+}
+
+/// A container's barrier and limit for one resource, written only by userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    pub barrier: u64,
+    pub limit: u64,
+}
+
+impl Limit {
+    pub const UNLIMITED: Limit = Limit {
+        barrier: UNLIMITED,
+        limit: UNLIMITED,
+    };
+}
+
+impl Default for Limit {
+    fn default() -> Self {
+        Limit::UNLIMITED
+    }
+}
+
+/// Value of the `counters` map: every row of one container.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counters {
+    pub rows: [Counter; RESOURCE_COUNT],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            rows: [Counter::default(); RESOURCE_COUNT],
+        }
+    }
+}
+
+/// Value of the `limits` map: every row of one container. A cgroup id present in this map
+/// is a container; programs leave every other cgroup alone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub rows: [Limit; RESOURCE_COUNT],
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            rows: [Limit::UNLIMITED; RESOURCE_COUNT],
+        }
+    }
+}
+
+/// Indices of the `stats` per-CPU array: things that went wrong inside programs, exported so
+/// that a silent accounting gap shows up as a number.
+pub mod stat {
+    /// A charge could not be recorded because the `task_charges` map was full.
+    pub const TASK_MAP_FULL: u32 = 0;
+    /// An uncharge found no counters row (the container was removed while objects lived).
+    pub const UNCHARGE_ORPHAN: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Map names, as the object declares them and as they are pinned under `/sys/fs/bpf/tally/maps`.
+pub mod map_name {
+    pub const COUNTERS: &str = "counters";
+    pub const LIMITS: &str = "limits";
+    pub const TASK_CHARGES: &str = "task_charges";
+    pub const STATS: &str = "stats";
+}
+
+/// Capacity of the maps keyed by container (cgroup id).
+pub const MAX_CONTAINERS: u32 = 8192;
+/// Capacity of `task_charges`: tasks alive in all containers together.
+pub const MAX_CHARGED_TASKS: u32 = 131072;
+
+const _: () = assert!(core::mem::size_of::<Counter>() == 24);
+const _: () = assert!(core::mem::size_of::<Limit>() == 16);
+const _: () = assert!(core::mem::size_of::<Counters>() == 24 * RESOURCE_COUNT);
+const _: () = assert!(core::mem::size_of::<Limits>() == 16 * RESOURCE_COUNT);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are #[repr(C)] structs of u64 fields only (sizes asserted above), so
+    // every bit pattern is valid and there is no padding.
+    unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::Limit {}
+    unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::Limits {}
+}

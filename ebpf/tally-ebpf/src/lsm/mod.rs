@@ -1,0 +1,2 @@
+//! Full tier: BPF LSM hooks that charge and refuse.
+mod task;

@@ -1,0 +1,27 @@
+//! tally's eBPF programs: per-container beancounters keyed by cgroup2 id.
+//!
+//! `lsm/` enforces (full tier: BPF LSM), `trace/` only accounts (fallback tier, where the
+//! cgroup controllers refuse), `probe` holds the tiny programs `tally check` loads to learn
+//! what this kernel allows. `charge` is the one place where OpenVZ's charge semantics live.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod atomic;
+mod charge;
+mod kernel;
+mod lsm;
+mod maps;
+mod probe;
+mod trace;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,35 @@
+//! Every map of the object. Userspace pins the long-lived ones under /sys/fs/bpf/tally/maps
+//! so that enforcement and counters outlive tallyd.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray},
+};
+use tally_common::{stat, Counters, Limits, MAX_CHARGED_TASKS, MAX_CONTAINERS};
+
+/// cgroup2 id -> every row's held/maxheld/failcnt. Written by programs (atomically);
+/// userspace creates the zeroed row when it registers a container.
+#[map(name = "counters")]
+pub static COUNTERS: HashMap<u64, Counters> = HashMap::with_max_entries(MAX_CONTAINERS, 0);
+
+/// cgroup2 id -> every row's barrier/limit. Written by userspace only; presence marks a
+/// container.
+#[map(name = "limits")]
+pub static LIMITS: HashMap<u64, Limits> = HashMap::with_max_entries(MAX_CONTAINERS, 0);
+
+/// task_struct address -> cgroup2 id charged for it, so that the free side (which runs in
+/// whatever context drops the last reference) uncharges the container that was charged.
+#[map(name = "task_charges")]
+pub static TASK_CHARGES: HashMap<u64, u64> = HashMap::with_max_entries(MAX_CHARGED_TASKS, 0);
+
+/// Failure counters (see tally_common::stat), per CPU.
+#[map(name = "stats")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+pub fn bump_stat(index: u32) {
+    if let Some(p) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, this program is not preempted by another on this CPU while
+        // it runs a non-sleepable hook; p comes from a successful lookup.
+        unsafe { *p += 1 };
+    }
+}

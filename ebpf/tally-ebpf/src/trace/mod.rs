@@ -1,0 +1,2 @@
+//! Fallback tier: tracepoints that account (the cgroup controllers refuse).
+pub mod task;

@@ -1,0 +1,97 @@
+//! tally, the command line. Talks to tallyd for everything but `check`, which probes the
+//! kernel itself (it runs before tallyd is installed). Exit codes: tally::api::ExitCode
+//! (docs/exit-codes.md); `exec` exits with the command's own code.
+
+mod cmd;
+mod rows;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tally::api::{Client, ClientError, ExitCode};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tally",
+    version,
+    about = "OpenVZ-style containers and user beancounters on mainline Linux"
+)]
+struct Cli {
+    /// tallyd's API socket.
+    #[arg(long, global = true, env = "TALLY_SOCKET", default_value = tally::api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// What this kernel offers: the enforcement tier, why, and how each row is kept.
+    Check(cmd::check::Args),
+    /// Set beancounter limits (creating the container if needed); applied at once and saved.
+    Set(cmd::set::Args),
+    /// Run a command inside a container; exits with the command's exit code.
+    Exec(cmd::exec::Args),
+    /// The beancounters, as /proc/user_beancounters shows them.
+    Ubc(cmd::ubc::Args),
+    /// Stop everything in a container and remove it.
+    Destroy(cmd::destroy::Args),
+}
+
+/// A failure with the exit code the catalogue gives it.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure {
+            code: e.exit_code().number(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl Failure {
+    pub fn new(code: ExitCode, message: impl ToString) -> Self {
+        Failure {
+            code: code.number(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Checks a container id before it goes anywhere near a URL or a path.
+pub fn ctid(raw: &str) -> Result<tally::ct::CtId, Failure> {
+    tally::ct::CtId::parse(raw).map_err(|e| Failure::new(ExitCode::BadValue, e))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let client = Client::new(&cli.socket);
+    let result = match cli.command {
+        Command::Check(a) => cmd::check::run(a),
+        Command::Set(a) => block_on(cmd::set::run(&client, a)),
+        Command::Exec(a) => cmd::exec::run(&client, a),
+        Command::Ubc(a) => block_on(cmd::ubc::run(&client, a)),
+        Command::Destroy(a) => block_on(cmd::destroy::run(&client, a)),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(f) => {
+            eprintln!("tally: {}", f.message);
+            std::process::exit(f.code);
+        }
+    }
+}
+
+/// One thread only: `exec` relies on the process being single-threaded when it is moved into
+/// a container, so the CLI never starts a multi-threaded runtime.
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}

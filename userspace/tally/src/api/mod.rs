@@ -1,0 +1,43 @@
+//! What tallyd and the CLI say to each other: REST/JSON over a Unix socket (root only).
+//! The request/response types, the error body, the exit-code catalogue, and the client.
+//!
+//! Routes (v1):
+//! - `GET    /v1/containers`                 -> `[ContainerView]`
+//! - `GET    /v1/containers/{ctid}`          -> `ContainerView`
+//! - `PUT    /v1/containers/{ctid}/limits`   `SetLimits` -> `ContainerView` (creates the container)
+//! - `POST   /v1/containers/{ctid}/attach`   `Attach` -> `{}` (moves a process in)
+//! - `DELETE /v1/containers/{ctid}`          -> `{}`
+
+mod client;
+mod exit;
+
+use std::collections::BTreeMap;
+
+pub use client::{Client, ClientError};
+pub use exit::ExitCode;
+
+pub use crate::ct::ContainerView;
+
+pub const DEFAULT_SOCKET: &str = "/run/tally/tally.sock";
+
+/// Body of `PUT /v1/containers/{ctid}/limits`: row name -> "barrier[:limit]" as on vzctl's
+/// command line (`"numproc": "20:20"`, `"privvmpages": "5M:6M"`, `"numfile": "unlimited"`).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetLimits {
+    pub limits: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attach {
+    pub pid: u32,
+}
+
+/// Every non-2xx answer carries this body.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ApiError {
+    /// Which catalogue entry (the CLI exits with its number).
+    pub code: ExitCode,
+    pub message: String,
+}

@@ -1,0 +1,273 @@
+//! The host side of containers, as tallyd runs it: an `Instance` (where its state, pins and
+//! cgroups live) and `Host`, which creates a container's cgroups, registers its beancounters,
+//! applies limits the way the tier enforces them, and reads its rows back.
+
+use std::{collections::BTreeMap, fs, path::PathBuf};
+
+use tally_common::{Limit, Limits, RESOURCE_COUNT};
+
+use super::{config::ConfigError, CtConfig, CtId};
+use crate::{
+    cgroup::{CgroupError, ContainerCgroup, Controller, Layout},
+    kernel::{maps::BeancounterMaps, programs::PinLayout, KernelError, Tier},
+    ubc::{Beancounter, Resource},
+};
+
+/// One tally installation on a host: its state directory, and a name that its bpffs pins
+/// (/sys/fs/bpf/NAME) and cgroups (NAME/CTID on every hierarchy) carry. Tests run their own
+/// instances beside a real one.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub name: String,
+    pub root: PathBuf,
+}
+
+impl Instance {
+    pub const DEFAULT_NAME: &'static str = "tally";
+    pub const DEFAULT_ROOT: &'static str = "/var/lib/tally";
+
+    /// `name` must start with "tally" (everything tally creates in the kernel says so) and
+    /// be a plain file name.
+    pub fn new(name: &str, root: impl Into<PathBuf>) -> Result<Instance, HostError> {
+        let valid = name.starts_with("tally")
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(HostError::BadInstance(name.to_string()));
+        }
+        Ok(Instance {
+            name: name.to_string(),
+            root: root.into(),
+        })
+    }
+
+    pub fn pins(&self) -> PinLayout {
+        PinLayout::new(PathBuf::from("/sys/fs/bpf").join(&self.name))
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join("conf")
+    }
+
+    pub fn config_path(&self, ct: &CtId) -> PathBuf {
+        self.config_dir().join(format!("{ct}.conf"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("invalid instance name '{0}': it must start with 'tally' and use A-Z a-z 0-9 - _")]
+    BadInstance(String),
+    #[error("container {0} does not exist")]
+    NoSuchContainer(CtId),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// A container's rows and where it lives, as the API reports it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ContainerView {
+    pub ctid: CtId,
+    pub cgroup_id: u64,
+    pub pids: Vec<u32>,
+    /// Kernel order, RESOURCE_COUNT rows.
+    pub beancounters: Vec<Beancounter>,
+}
+
+pub struct Host {
+    pub instance: Instance,
+    pub tier: Tier,
+    layout: Layout,
+    maps: BeancounterMaps,
+}
+
+impl Host {
+    /// Opens the instance's pinned maps (the programs must be attached already).
+    pub fn open(instance: Instance, tier: Tier) -> Result<Host, HostError> {
+        let layout = Layout::detect()?;
+        let maps = BeancounterMaps::open(&instance.pins())?;
+        let dir = instance.config_dir();
+        fs::create_dir_all(&dir).map_err(|source| HostError::Io { path: dir, source })?;
+        Ok(Host {
+            instance,
+            tier,
+            layout,
+            maps,
+        })
+    }
+
+    /// Controllers the tier enforces with.
+    fn controllers(&self) -> &'static [Controller] {
+        match self.tier {
+            Tier::Full => &[],
+            Tier::Fallback => &[Controller::Pids],
+        }
+    }
+
+    pub fn cgroup(&self, ct: &CtId) -> Result<ContainerCgroup, HostError> {
+        Ok(ContainerCgroup::locate(
+            &self.layout,
+            &self.instance.name,
+            ct.as_str(),
+            self.controllers(),
+        )?)
+    }
+
+    /// Every container with a config file.
+    pub fn configured(&self) -> Result<Vec<CtId>, HostError> {
+        let dir = self.instance.config_dir();
+        let entries = fs::read_dir(&dir).map_err(|source| HostError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut ids: Vec<CtId> = entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".conf")
+                    .and_then(|s| CtId::parse(s).ok())
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Sets `limits` on container `ct` (creating it if needed), applies them at once and
+    /// saves them in its config. Nothing changes when the new config cannot be saved.
+    pub fn set_limits(
+        &mut self,
+        ct: &CtId,
+        limits: &BTreeMap<Resource, (u64, u64)>,
+    ) -> Result<ContainerView, HostError> {
+        let path = self.instance.config_path(ct);
+        let previous = if path.exists() {
+            Some(CtConfig::load(&path)?)
+        } else {
+            None
+        };
+        let mut config = previous.clone().unwrap_or_default();
+        for (r, (b, l)) in limits {
+            config.set_limit(*r, *b, *l);
+        }
+        config.save(&path)?;
+        if let Err(e) = self.apply(ct, &config) {
+            // Put back what was there: the old limits, or no container at all.
+            match previous {
+                Some(old) => {
+                    old.save(&path)?;
+                    let _ = self.apply(ct, &old);
+                }
+                None => {
+                    let _ = self.destroy(ct);
+                }
+            }
+            return Err(e);
+        }
+        self.view(ct)
+    }
+
+    /// Brings the kernel in line with the config: cgroups exist, beancounters registered
+    /// (counters kept if already there), controller limits set. Used at start-up to adopt
+    /// containers too.
+    pub fn apply(&mut self, ct: &CtId, config: &CtConfig) -> Result<(), HostError> {
+        let limits = config.limits().map_err(|source| ConfigError::Value {
+            file: ct.to_string(),
+            source,
+        })?;
+        let cgroup = self.cgroup(ct)?;
+        cgroup.create()?;
+        let mut rows = Limits::default();
+        for (r, (barrier, limit)) in &limits {
+            rows.rows[r.index()] = Limit {
+                barrier: *barrier,
+                limit: *limit,
+            };
+        }
+        self.maps.register(cgroup.id()?, &rows)?;
+        if self.tier == Tier::Fallback {
+            let numproc = rows.rows[Resource::NumProc.index()].limit;
+            cgroup.set_pids_max((numproc != tally_common::UNLIMITED).then_some(numproc))?;
+        }
+        Ok(())
+    }
+
+    /// Re-applies every saved container (tallyd start-up).
+    pub fn adopt_all(&mut self) -> Result<Vec<CtId>, HostError> {
+        let ids = self.configured()?;
+        for ct in &ids {
+            let config = CtConfig::load(&self.instance.config_path(ct))?;
+            self.apply(ct, &config)?;
+        }
+        Ok(ids)
+    }
+
+    pub fn exists(&self, ct: &CtId) -> bool {
+        self.instance.config_path(ct).exists()
+    }
+
+    pub fn view(&self, ct: &CtId) -> Result<ContainerView, HostError> {
+        if !self.exists(ct) {
+            return Err(HostError::NoSuchContainer(ct.clone()));
+        }
+        let cgroup = self.cgroup(ct)?;
+        let cgid = cgroup.id()?;
+        Ok(ContainerView {
+            ctid: ct.clone(),
+            cgroup_id: cgid,
+            pids: cgroup.pids()?,
+            beancounters: self.beancounters(&cgroup, cgid)?.to_vec(),
+        })
+    }
+
+    /// The container's rows: counters from BPF, barrier/limit from the limits map, and on
+    /// the fallback tier numproc's failcnt from the pids controller (which is what refuses).
+    fn beancounters(&self, cgroup: &ContainerCgroup, cgid: u64) -> Result<[Beancounter; RESOURCE_COUNT], HostError> {
+        let counters = self.maps.counters(cgid)?.unwrap_or_default();
+        let limits = self.maps.limits(cgid)?.unwrap_or_default();
+        let mut rows = [Beancounter::default(); RESOURCE_COUNT];
+        for (i, row) in rows.iter_mut().enumerate() {
+            let (c, l) = (counters.rows[i], limits.rows[i]);
+            *row = Beancounter {
+                held: c.held,
+                maxheld: c.maxheld,
+                barrier: l.barrier,
+                limit: l.limit,
+                failcnt: c.failcnt,
+            };
+        }
+        if self.tier == Tier::Fallback {
+            rows[Resource::NumProc.index()].failcnt = cgroup.pids_refusals()?;
+        }
+        Ok(rows)
+    }
+
+    /// Moves process `pid` into the container (it is charged there from now on).
+    pub fn attach(&self, ct: &CtId, pid: u32) -> Result<(), HostError> {
+        if !self.exists(ct) {
+            return Err(HostError::NoSuchContainer(ct.clone()));
+        }
+        Ok(self.cgroup(ct)?.add_process(pid)?)
+    }
+
+    /// Kills the container's processes, removes its cgroups, beancounters and config.
+    pub fn destroy(&mut self, ct: &CtId) -> Result<(), HostError> {
+        if !self.exists(ct) {
+            return Err(HostError::NoSuchContainer(ct.clone()));
+        }
+        let cgroup = self.cgroup(ct)?;
+        if cgroup.exists() {
+            let cgid = cgroup.id()?;
+            cgroup.destroy()?;
+            self.maps.unregister(cgid)?;
+        }
+        let path = self.instance.config_path(ct);
+        fs::remove_file(&path).map_err(|source| HostError::Io { path, source })
+    }
+}

@@ -1,0 +1,111 @@
+//! The pinned beancounter maps of one instance, opened by path: tallyd writes limits here and
+//! readers (`tally ubc`, tests) read counters without loading the object again.
+
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
+use tally_common::{map_name, stat, Counters, Limits};
+
+use super::{programs::PinLayout, KernelError};
+
+pub struct BeancounterMaps {
+    counters: HashMap<MapData, u64, Counters>,
+    limits: HashMap<MapData, u64, Limits>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+const BPF_NOEXIST: u64 = 1;
+
+fn open(pins: &PinLayout, name: &'static str) -> Result<MapData, KernelError> {
+    let path = pins.map(name);
+    if !path.exists() {
+        return Err(KernelError::NotLoaded(pins.root.clone()));
+    }
+    MapData::from_pin(&path).map_err(|source| KernelError::Map { name, source })
+}
+
+impl BeancounterMaps {
+    pub fn open(pins: &PinLayout) -> Result<Self, KernelError> {
+        let typed = |name: &'static str| move |source: MapError| KernelError::Map { name, source };
+        Ok(BeancounterMaps {
+            counters: HashMap::try_from(Map::HashMap(open(pins, map_name::COUNTERS)?))
+                .map_err(typed(map_name::COUNTERS))?,
+            limits: HashMap::try_from(Map::HashMap(open(pins, map_name::LIMITS)?)).map_err(typed(map_name::LIMITS))?,
+            stats: PerCpuArray::try_from(Map::PerCpuArray(open(pins, map_name::STATS)?))
+                .map_err(typed(map_name::STATS))?,
+        })
+    }
+
+    /// Makes `cgid` a container with `limits`. Its counters row is created zeroed only if it
+    /// does not exist yet: a restarted tallyd re-registering a container keeps its counters.
+    pub fn register(&mut self, cgid: u64, limits: &Limits) -> Result<(), KernelError> {
+        match self.counters.insert(cgid, Counters::default(), BPF_NOEXIST) {
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+            other => other.map_err(|source| KernelError::Map {
+                name: map_name::COUNTERS,
+                source,
+            })?,
+        }
+        self.set_limits(cgid, limits)
+    }
+
+    /// Replaces the barriers and limits (one map update: programs see old or new, never a mix).
+    pub fn set_limits(&mut self, cgid: u64, limits: &Limits) -> Result<(), KernelError> {
+        self.limits.insert(cgid, limits, 0).map_err(|source| KernelError::Map {
+            name: map_name::LIMITS,
+            source,
+        })
+    }
+
+    pub fn counters(&self, cgid: u64) -> Result<Option<Counters>, KernelError> {
+        get(&self.counters, cgid, map_name::COUNTERS)
+    }
+
+    pub fn limits(&self, cgid: u64) -> Result<Option<Limits>, KernelError> {
+        get(&self.limits, cgid, map_name::LIMITS)
+    }
+
+    /// Forgets the container: programs stop charging it (limits row first) and its counters go.
+    pub fn unregister(&mut self, cgid: u64) -> Result<(), KernelError> {
+        for (map, name) in [
+            (&mut self.limits as &mut dyn Remove, map_name::LIMITS),
+            (&mut self.counters, map_name::COUNTERS),
+        ] {
+            match map.remove_key(cgid) {
+                Err(MapError::KeyNotFound) => {}
+                other => other.map_err(|source| KernelError::Map { name, source })?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Failures inside programs, summed over CPUs (index: tally_common::stat).
+    pub fn program_failures(&self) -> Result<[u64; stat::COUNT as usize], KernelError> {
+        let mut out = [0; stat::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = self.stats.get(&(i as u32), 0).map_err(|source| KernelError::Map {
+                name: map_name::STATS,
+                source,
+            })?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+fn get<V: aya::Pod>(map: &HashMap<MapData, u64, V>, key: u64, name: &'static str) -> Result<Option<V>, KernelError> {
+    match map.get(&key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(source) => Err(KernelError::Map { name, source }),
+    }
+}
+
+/// Removal over both value types, so that unregister walks the two maps in one loop.
+trait Remove {
+    fn remove_key(&mut self, key: u64) -> Result<(), MapError>;
+}
+
+impl<V: aya::Pod> Remove for HashMap<MapData, u64, V> {
+    fn remove_key(&mut self, key: u64) -> Result<(), MapError> {
+        self.remove(&key)
+    }
+}

@@ -1,0 +1,213 @@
+//! Loading tally's programs for a tier, attaching them, and pinning links and maps under
+//! /sys/fs/bpf/<instance> so that enforcement and counters outlive tallyd. A tallyd that
+//! finds the pins adopts them instead of attaching twice (which would double-charge).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    programs::{links::FdLink, BtfTracePoint, Lsm},
+    Btf, EbpfLoader,
+};
+use tally_common::map_name;
+
+use super::{
+    btf::{program_offsets, KernelBtf, VMLINUX},
+    describe_program_error, KernelError, Tier, OBJECT,
+};
+
+/// Where one tally instance keeps its pins.
+#[derive(Clone, Debug)]
+pub struct PinLayout {
+    pub root: PathBuf,
+}
+
+impl PinLayout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        PinLayout { root: root.into() }
+    }
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join("maps").join(name)
+    }
+    pub fn link(&self, name: &str) -> PathBuf {
+        self.root.join("links").join(name)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Hook {
+    Lsm(&'static str),
+    TpBtf(&'static str),
+}
+
+/// A program of the object (by function name) and the hook it attaches to.
+struct ProgramSpec {
+    name: &'static str,
+    hook: Hook,
+}
+
+const FULL: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: "task_alloc",
+        hook: Hook::Lsm("task_alloc"),
+    },
+    ProgramSpec {
+        name: "task_free",
+        hook: Hook::Lsm("task_free"),
+    },
+    ProgramSpec {
+        name: "cgroup_attach_task",
+        hook: Hook::TpBtf("cgroup_attach_task"),
+    },
+];
+
+const FALLBACK: &[ProgramSpec] = &[
+    ProgramSpec {
+        name: "sched_process_fork",
+        hook: Hook::TpBtf("sched_process_fork"),
+    },
+    ProgramSpec {
+        name: "sched_process_free",
+        hook: Hook::TpBtf("sched_process_free"),
+    },
+    ProgramSpec {
+        name: "cgroup_attach_task",
+        hook: Hook::TpBtf("cgroup_attach_task"),
+    },
+];
+
+const PINNED_MAPS: [&str; 4] = [
+    map_name::COUNTERS,
+    map_name::LIMITS,
+    map_name::TASK_CHARGES,
+    map_name::STATS,
+];
+
+fn programs(tier: Tier) -> &'static [ProgramSpec] {
+    match tier {
+        Tier::Full => FULL,
+        Tier::Fallback => FALLBACK,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// Programs were loaded and attached by this call.
+    Fresh,
+    /// Pinned links of an earlier tallyd were found and kept.
+    Adopted,
+}
+
+/// Makes sure the tier's programs are attached through pinned links and the maps pinned.
+pub fn ensure_attached(pins: &PinLayout, tier: Tier) -> Result<Attach, KernelError> {
+    let specs = programs(tier);
+    if specs.iter().all(|s| pins.link(s.name).exists()) && PINNED_MAPS.iter().all(|m| pins.map(m).exists()) {
+        return Ok(Attach::Adopted);
+    }
+    for dir in [pins.root.join("maps"), pins.root.join("links")] {
+        fs::create_dir_all(&dir).map_err(|source| KernelError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    // Links of a half-finished earlier attach are dropped and made again; the maps (and so
+    // the counters) are kept.
+    for s in specs {
+        remove_file(&pins.link(s.name))?;
+    }
+
+    let kernel_btf = KernelBtf::load(Path::new(VMLINUX))?;
+    let offsets = program_offsets(&kernel_btf)?;
+    let map_paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, pins.map(m))).collect();
+    let mut loader = EbpfLoader::new();
+    for (name, path) in &map_paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    for (global, value) in &offsets {
+        loader.override_global(global, value, true);
+    }
+    let mut ebpf = loader.load(OBJECT)?;
+
+    let btf = Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
+    for spec in specs {
+        let program_err = |message: String| KernelError::Program {
+            name: spec.name,
+            message,
+        };
+        let program = ebpf
+            .program_mut(spec.name)
+            .ok_or_else(|| program_err("not in the object".into()))?;
+        let link: FdLink = match spec.hook {
+            Hook::Lsm(hook) => {
+                let p: &mut Lsm = program.try_into().map_err(|e| program_err(format!("{e}")))?;
+                p.load(hook, &btf)
+                    .map_err(|e| program_err(describe_program_error(&e)))?;
+                let id = p.attach().map_err(|e| program_err(describe_program_error(&e)))?;
+                p.take_link(id).map_err(|e| program_err(e.to_string()))?.into()
+            }
+            Hook::TpBtf(tp) => {
+                let p: &mut BtfTracePoint = program.try_into().map_err(|e| program_err(format!("{e}")))?;
+                p.load(tp, &btf).map_err(|e| program_err(describe_program_error(&e)))?;
+                let id = p.attach().map_err(|e| program_err(describe_program_error(&e)))?;
+                p.take_link(id).map_err(|e| program_err(e.to_string()))?.into()
+            }
+        };
+        link.pin(pins.link(spec.name))
+            .map_err(|e| program_err(format!("pinning the link: {e}")))?;
+    }
+    Ok(Attach::Fresh)
+}
+
+/// Detaches everything of this instance and forgets its counters: removes the link pins
+/// (the programs go when their last reference does) and the map pins.
+pub fn unpin_all(pins: &PinLayout) -> Result<(), KernelError> {
+    for sub in ["links", "maps"] {
+        let dir = pins.root.join(sub);
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            remove_file(&entry.path())?;
+        }
+        let _ = fs::remove_dir(&dir);
+    }
+    let _ = fs::remove_dir(&pins.root);
+    Ok(())
+}
+
+fn remove_file(path: &Path) -> Result<(), KernelError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(KernelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Mounts the host's bpffs at /sys/fs/bpf when nothing is mounted there (as systemd does at
+/// boot); pins need it.
+pub fn ensure_bpffs() -> Result<(), KernelError> {
+    let target = Path::new("/sys/fs/bpf");
+    if is_bpffs(target) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        target,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| KernelError::Io {
+        path: target.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+pub fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+}

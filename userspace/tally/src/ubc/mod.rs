@@ -1,0 +1,33 @@
+//! The beancounter model, pure: the OpenVZ rows (names, units, kernel order), one container's
+//! quintuple per row, the `barrier:limit` value syntax and the /proc/user_beancounters text.
+//! Nothing here touches the kernel; everything is unit-tested without root.
+
+mod format;
+mod resource;
+mod value;
+
+pub use format::{render_proc, ContainerRows};
+pub use resource::{Resource, Unit};
+pub use value::{parse_barrier_limit, ParseError};
+
+pub use tally_common::UNLIMITED;
+
+/// One row of one container: OpenVZ's quintuple.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Beancounter {
+    pub held: u64,
+    pub maxheld: u64,
+    pub barrier: u64,
+    pub limit: u64,
+    pub failcnt: u64,
+}
+
+impl Beancounter {
+    pub fn unlimited() -> Self {
+        Beancounter {
+            barrier: UNLIMITED,
+            limit: UNLIMITED,
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The REST/JSON API on the Unix socket (routes: tally::api). Handlers run the blocking host
+//! operations on the blocking pool, one at a time (the Host sits behind a mutex).
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::PermissionsExt,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context, Result};
+use axum::{
+    extract::{rejection::JsonRejection, Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+    Json, Router,
+};
+use tally::{
+    api::{ApiError, Attach, ContainerView, ExitCode, SetLimits},
+    ct::{ConfigError, CtId, Host, HostError},
+    ubc::{parse_barrier_limit, Resource},
+};
+
+type Shared = Arc<Mutex<Host>>;
+
+pub async fn serve(host: Shared, socket: PathBuf, ready: impl FnOnce()) -> Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A socket left by a tallyd that was killed: nobody listens on it any more.
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+
+    let app = Router::new()
+        .route("/v1/containers", get(list))
+        .route("/v1/containers/{ctid}", get(show).delete(destroy))
+        .route("/v1/containers/{ctid}/limits", put(set_limits))
+        .route("/v1/containers/{ctid}/attach", post(attach))
+        .fallback(|| async { failure(ExitCode::BadArgument, "no such API route") })
+        .with_state(host);
+    ready();
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        log::info!("stopping; programs and counters stay pinned");
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+struct Failure(ApiError);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+fn failure(code: ExitCode, message: impl ToString) -> Failure {
+    Failure(ApiError {
+        code,
+        message: message.to_string(),
+    })
+}
+
+impl From<HostError> for Failure {
+    fn from(e: HostError) -> Self {
+        let code = match &e {
+            HostError::NoSuchContainer(_) => ExitCode::NoSuchContainer,
+            HostError::Config(ConfigError::Value { .. } | ConfigError::Syntax { .. }) => ExitCode::BadValue,
+            HostError::Config(ConfigError::Io { .. }) => ExitCode::ConfigSaveFailed,
+            _ => ExitCode::SystemError,
+        };
+        failure(code, e)
+    }
+}
+
+fn ctid(raw: &str) -> Result<CtId, Failure> {
+    CtId::parse(raw).map_err(|e| failure(ExitCode::BadValue, e))
+}
+
+fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
+    json.map(|Json(t)| t)
+        .map_err(|e| failure(ExitCode::BadArgument, format!("bad request body: {}", e.body_text())))
+}
+
+/// Runs a host operation on the blocking pool.
+async fn with_host<T: Send + 'static>(
+    host: Shared,
+    op: impl FnOnce(&mut Host) -> Result<T, HostError> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(move || {
+        let mut host = host.lock().unwrap_or_else(|p| p.into_inner());
+        op(&mut host)
+    })
+    .await
+    .map_err(|e| failure(ExitCode::SystemError, e))?
+    .map_err(Failure::from)
+}
+
+async fn list(State(host): State<Shared>) -> Result<Json<Vec<ContainerView>>, Failure> {
+    with_host(host, |h| h.configured()?.iter().map(|ct| h.view(ct)).collect())
+        .await
+        .map(Json)
+}
+
+async fn show(State(host): State<Shared>, Path(raw): Path<String>) -> Result<Json<ContainerView>, Failure> {
+    let ct = ctid(&raw)?;
+    with_host(host, move |h| h.view(&ct)).await.map(Json)
+}
+
+async fn set_limits(
+    State(host): State<Shared>,
+    Path(raw): Path<String>,
+    json: Result<Json<SetLimits>, JsonRejection>,
+) -> Result<Json<ContainerView>, Failure> {
+    let ct = ctid(&raw)?;
+    let request = body(json)?;
+    // Every value is checked before anything changes.
+    let mut limits = BTreeMap::new();
+    for (name, value) in &request.limits {
+        let r = Resource::from_name(name)
+            .ok_or_else(|| failure(ExitCode::BadArgument, format!("unknown beancounter '{name}'")))?;
+        let bl = parse_barrier_limit(r, value).map_err(|e| failure(ExitCode::BadValue, e))?;
+        limits.insert(r, bl);
+    }
+    with_host(host, move |h| h.set_limits(&ct, &limits)).await.map(Json)
+}
+
+async fn attach(
+    State(host): State<Shared>,
+    Path(raw): Path<String>,
+    json: Result<Json<Attach>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    let ct = ctid(&raw)?;
+    let Attach { pid } = body(json)?;
+    with_host(host, move |h| h.attach(&ct, pid)).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn destroy(State(host): State<Shared>, Path(raw): Path<String>) -> Result<Json<serde_json::Value>, Failure> {
+    let ct = ctid(&raw)?;
+    with_host(host, move |h| h.destroy(&ct)).await?;
+    Ok(Json(serde_json::json!({})))
+}

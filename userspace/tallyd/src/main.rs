@@ -1,0 +1,90 @@
+//! tallyd, the host supervisor: probes the kernel for its tier, attaches (or adopts) tally's
+//! pinned BPF programs, re-applies every saved container, and serves the API on a Unix
+//! socket. Runs in the foreground (for systemd). Enforcement does not depend on it running:
+//! programs and maps are pinned, and stay when tallyd exits.
+
+mod api;
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use tally::{
+    ct::{Host, Instance},
+    kernel::{probe, programs, Tier},
+};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "tally's host supervisor")]
+struct Args {
+    /// State directory (container configs).
+    #[arg(long, default_value = Instance::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Instance name: pins under /sys/fs/bpf/NAME, cgroups under NAME/ (must start with "tally").
+    #[arg(long, default_value = Instance::DEFAULT_NAME)]
+    instance: String,
+    /// API socket.
+    #[arg(long, default_value = tally::api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Enforcement tier; `auto` takes what the probe finds. `fallback` can be forced on a
+    /// host that could do `full` (tests do, to run the fallback tier on pure cgroup2).
+    #[arg(long, value_enum, default_value_t = TierChoice::Auto)]
+    tier: TierChoice,
+    /// Detach tally's programs and remove this instance's pins (forgetting all counters), then exit.
+    #[arg(long)]
+    unload: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TierChoice {
+    Auto,
+    Full,
+    Fallback,
+}
+
+fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let instance = Instance::new(&args.instance, &args.root)?;
+    if args.unload {
+        programs::unpin_all(&instance.pins())?;
+        log::info!("removed {}", instance.pins().root.display());
+        return Ok(());
+    }
+
+    let report = probe::probe();
+    let tier = match (args.tier, report.tier) {
+        (_, None) => bail!("tally cannot run on this kernel: {}", report.reason),
+        (TierChoice::Auto, Some(t)) => t,
+        (TierChoice::Fallback, Some(_)) => Tier::Fallback,
+        (TierChoice::Full, Some(Tier::Full)) => Tier::Full,
+        (TierChoice::Full, Some(Tier::Fallback)) => {
+            bail!("--tier full asked, but {}", report.reason)
+        }
+    };
+    log::info!("tier {tier}: {}", report.reason);
+    programs::ensure_bpffs().context("mounting bpffs")?;
+    let attach = programs::ensure_attached(&instance.pins(), tier)?;
+    log::info!("programs {attach:?} at {}", instance.pins().root.display());
+
+    let mut host = Host::open(instance, tier)?;
+    let adopted = host.adopt_all()?;
+    log::info!("{} container(s) re-applied", adopted.len());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(api::serve(
+        Arc::new(std::sync::Mutex::new(host)),
+        args.socket,
+        move || {
+            // The line tests and scripts wait for (like sd_notify's READY=1).
+            println!(
+                "tallyd: ready tier={tier} programs={} containers={}",
+                format!("{attach:?}").to_lowercase(),
+                adopted.len()
+            );
+        },
+    ))
+}
