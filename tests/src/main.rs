@@ -1,1 +1,25 @@
-fn main() {}
+//! tally-itest: the root-only integration tests, run by `cargo xtask test` on the host (this
+//! machine's kernel) and inside VMs booting Debian kernels. It runs real tallyd and tally
+//! binaries (found beside this one) against the real kernel, counts skips itself (a skipped
+//! test is never a pass), and ends with `N passed, N failed, N skipped`.
+//!
+//! Usage: tally-itest [FILTER]            run the tests whose name contains FILTER
+//!        tally-itest workload ARGS...    (internal) a workload run inside a container
+
+mod env;
+mod harness;
+mod numproc;
+mod probe;
+mod workload;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("workload") {
+        std::process::exit(workload::main(&args[1..]));
+    }
+    let filter = args.first().cloned().unwrap_or_default();
+    let mut tests = Vec::new();
+    tests.extend(probe::tests());
+    tests.extend(numproc::tests());
+    std::process::exit(harness::run(tests, &filter));
+}

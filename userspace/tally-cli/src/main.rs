@@ -68,7 +68,15 @@ pub fn ctid(raw: &str) -> Result<tally::ct::CtId, Failure> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // Usage errors take the catalogue's number (vzctl: 20, invalid parameter), not clap's 2.
+            let _ = e.print();
+            std::process::exit(ExitCode::BadArgument.number());
+        }
+        Err(e) => e.exit(),
+    };
     let client = Client::new(&cli.socket);
     let result = match cli.command {
         Command::Check(a) => cmd::check::run(a),

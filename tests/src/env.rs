@@ -1,0 +1,225 @@
+//! One test's world: a private tally instance (its own pins, cgroups, state dir and socket,
+//! all named tally-itest-*), the real tallyd and tally binaries, and a teardown that removes
+//! everything the test made, in the kernel too, even when the test failed.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use tally::{
+    cgroup::{ContainerCgroup, Controller, Layout},
+    ct::Instance,
+    kernel::{maps::BeancounterMaps, programs},
+    ubc::{Beancounter, Resource},
+};
+
+pub struct Env {
+    pub instance: Instance,
+    pub socket: PathBuf,
+    pub bin_dir: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Env {
+    pub fn new(test: &str) -> Result<Env> {
+        let n: u32 = test
+            .bytes()
+            .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32))
+            % 100_000;
+        let name = format!("tally-itest-{}-{n}", std::process::id());
+        let root = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&root)?;
+        let bin_dir = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
+        Ok(Env {
+            socket: root.join("tally.sock"),
+            instance: Instance::new(&name, root)?,
+            bin_dir,
+            daemon: None,
+        })
+    }
+
+    /// Starts tallyd and waits for its ready line, which it returns.
+    pub fn start_tallyd(&mut self) -> Result<String> {
+        if self.daemon.is_some() {
+            bail!("tallyd already running");
+        }
+        let tier = std::env::var("TALLY_ITEST_TIER").unwrap_or_else(|_| "auto".into());
+        let mut child = Command::new(self.bin_dir.join("tallyd"))
+            .arg("--root")
+            .arg(&self.instance.root)
+            .args(["--instance", &self.instance.name, "--tier", &tier])
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning tallyd")?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("tallyd: ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        self.daemon = Some(child);
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => Ok(line),
+            Err(_) => {
+                self.stop_tallyd()?;
+                bail!("tallyd did not get ready within 60 s")
+            }
+        }
+    }
+
+    /// SIGTERM, as systemd stops it.
+    pub fn stop_tallyd(&mut self) -> Result<()> {
+        if let Some(mut child) = self.daemon.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    child.kill()?;
+                    child.wait()?;
+                    bail!("tallyd ignored SIGTERM for 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the tally CLI against this instance's tallyd.
+    pub fn tally(&self, args: &[&str]) -> Result<Output> {
+        Command::new(self.bin_dir.join("tally"))
+            .args(args)
+            .env("TALLY_SOCKET", &self.socket)
+            .output()
+            .context("running tally")
+    }
+
+    pub fn tally_command(&self) -> Command {
+        let mut c = Command::new(self.bin_dir.join("tally"));
+        c.env("TALLY_SOCKET", &self.socket);
+        c
+    }
+
+    pub fn itest_binary(&self) -> PathBuf {
+        self.bin_dir.join("tally-itest")
+    }
+
+    /// The container's cgroup as tallyd lays it out (both tiers' controllers, whichever exist).
+    pub fn cgroup(&self, ctid: &str) -> Result<ContainerCgroup> {
+        let layout = Layout::detect()?;
+        let wanted: Vec<Controller> = [Controller::Pids]
+            .into_iter()
+            .filter(|c| layout.controllers.contains_key(c))
+            .collect();
+        Ok(ContainerCgroup::locate(&layout, &self.instance.name, ctid, &wanted)?)
+    }
+
+    /// A row straight from the pinned maps (works while tallyd is down); barrier/limit and
+    /// BPF counters only (no cgroup-file sources).
+    pub fn pinned_row(&self, ctid: &str, r: Resource) -> Result<Beancounter> {
+        let cgid = self.cgroup(ctid)?.id()?;
+        let maps = BeancounterMaps::open(&self.instance.pins())?;
+        let c = maps.counters(cgid)?.context("no counters row")?.rows[r.index()];
+        let l = maps.limits(cgid)?.context("no limits row")?.rows[r.index()];
+        Ok(Beancounter {
+            held: c.held,
+            maxheld: c.maxheld,
+            barrier: l.barrier,
+            limit: l.limit,
+            failcnt: c.failcnt,
+        })
+    }
+
+    /// A row as `tally ubc --json` reports it.
+    pub fn ubc_row(&self, ctid: &str, r: Resource) -> Result<Beancounter> {
+        let out = self.tally(&["ubc", "--json", ctid])?;
+        if !out.status.success() {
+            bail!("tally ubc: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let row = &v[0]["beancounters"][r.index()];
+        Ok(serde_json::from_value(row.clone())?)
+    }
+
+    /// Polls `row` until `pred` holds (what the kernel frees after an RCU grace period
+    /// settles within milliseconds, not at once).
+    pub fn wait_row(
+        &self,
+        ctid: &str,
+        r: Resource,
+        what: &str,
+        pred: impl Fn(&Beancounter) -> bool,
+    ) -> Result<Beancounter> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let row = self.ubc_row(ctid, r)?;
+            if pred(&row) {
+                return Ok(row);
+            }
+            if Instant::now() > deadline {
+                bail!("{r} never reached {what}: {row:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Removes everything this test's instance made: tallyd, every container cgroup under the
+    /// instance's parents, the pins, the state directory.
+    pub fn teardown(&mut self) -> Result<()> {
+        let stopped = self.stop_tallyd();
+        let layout = Layout::detect()?;
+        let mut parents: Vec<PathBuf> = layout
+            .controllers
+            .values()
+            .map(|(p, _)| p.join(&self.instance.name))
+            .collect();
+        if let Some(u) = &layout.unified {
+            parents.push(u.join(&self.instance.name));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for p in &parents {
+            if let Ok(entries) = std::fs::read_dir(p) {
+                names.extend(entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()));
+            }
+        }
+        for name in names {
+            let ctid = name.to_string_lossy();
+            let all: Vec<Controller> = layout.controllers.keys().copied().collect();
+            ContainerCgroup::locate(&layout, &self.instance.name, &ctid, &all)?.destroy()?;
+        }
+        for p in &parents {
+            let _ = std::fs::remove_dir(p);
+        }
+        programs::unpin_all(&self.instance.pins())?;
+        remove_dir_all(&self.instance.root)?;
+        stopped
+    }
+}
+
+fn remove_dir_all(p: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

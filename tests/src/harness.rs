@@ -1,0 +1,91 @@
+//! A small test runner: each test returns pass, fail or skip-with-reason; panics are
+//! failures; every test gets a fresh environment that is torn down whatever happens.
+
+use std::{panic::AssertUnwindSafe, time::Instant};
+
+use crate::env::Env;
+
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+pub type TestFn = fn(&mut Env) -> Outcome;
+
+pub struct Test {
+    pub name: &'static str,
+    pub run: TestFn,
+}
+
+/// `check!(cond, "message {}", x)` fails the test with the message.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return $crate::harness::Outcome::Fail(format!($($fmt)+));
+        }
+    };
+}
+
+/// Unwraps a Result, failing the test with context on error.
+#[macro_export]
+macro_rules! try_or_fail {
+    ($e:expr, $what:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(err) => return $crate::harness::Outcome::Fail(format!("{}: {:#}", $what, err)),
+        }
+    };
+}
+
+pub fn run(tests: Vec<Test>, filter: &str) -> i32 {
+    let tier = std::env::var("TALLY_ITEST_TIER").unwrap_or_else(|_| "auto".into());
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    println!("tally-itest: kernel {kernel}, tallyd --tier {tier}");
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for t in tests.iter().filter(|t| t.name.contains(filter)) {
+        let start = Instant::now();
+        let outcome = match Env::new(t.name) {
+            Ok(mut env) => {
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| (t.run)(&mut env)))
+                    .unwrap_or_else(|p| Outcome::Fail(format!("panicked: {}", panic_message(&p))));
+                match (r, env.teardown()) {
+                    (Outcome::Pass, Err(e)) => Outcome::Fail(format!("teardown: {e:#}")),
+                    (r, _) => r,
+                }
+            }
+            Err(e) => Outcome::Fail(format!("setting up: {e:#}")),
+        };
+        let secs = start.elapsed().as_secs_f32();
+        match outcome {
+            Outcome::Pass => {
+                passed += 1;
+                println!("test {} ... ok ({secs:.1}s)", t.name);
+            }
+            Outcome::Fail(m) => {
+                failed += 1;
+                println!("test {} ... FAILED ({secs:.1}s): {m}", t.name);
+            }
+            Outcome::Skip(why) => {
+                skipped += 1;
+                println!("test {} ... skipped: {why}", t.name);
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        1
+    } else {
+        0
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}

@@ -1,0 +1,316 @@
+//! The numproc slice end to end, in whichever tier tallyd runs: OpenVZ's semantics with
+//! barrier = limit = 20, enforcement that outlives tallyd, and counters a new tallyd adopts.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+use tally::{cgroup::Flavor, ubc::Resource};
+
+use crate::{
+    check,
+    env::Env,
+    harness::{Outcome, Test},
+    try_or_fail,
+};
+
+pub fn tests() -> Vec<Test> {
+    vec![
+        Test {
+            name: "numproc_20_holds_20_tasks_refuses_forks_with_eagain_and_counts_each_refusal",
+            run: limit_is_enforced,
+        },
+        Test {
+            name: "numproc_stays_enforced_after_tallyd_exits_and_a_new_tallyd_sees_the_same_counters",
+            run: survives_tallyd,
+        },
+        Test {
+            name: "numproc_refusals_come_from_the_bpf_lsm_program_in_the_full_tier",
+            run: lsm_refuses,
+        },
+        Test {
+            name: "bad_container_ids_and_limits_are_refused_and_change_nothing",
+            run: bad_input_changes_nothing,
+        },
+    ]
+}
+
+const CT: &str = "101";
+const LIMIT: u64 = 20;
+const ATTEMPTS: u64 = 30;
+
+#[derive(serde::Deserialize, Debug)]
+struct Storm {
+    forked: u64,
+    eagain: u64,
+    other: u64,
+}
+
+/// A fork storm whose children stay alive until `release`.
+struct Running {
+    child: Child,
+    storm: Storm,
+}
+
+impl Running {
+    fn start(mut cmd: std::process::Command) -> Result<Running> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the workload")?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let storm = serde_json::from_str(&line).with_context(|| format!("workload said {line:?}"))?;
+        Ok(Running { child, storm })
+    }
+
+    /// Lets the children exit and reaps the workload; returns what the storm counted.
+    fn release(mut self) -> Result<Storm> {
+        self.child.stdin.take().expect("piped").write_all(b"\n")?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("workload exited {status}");
+        }
+        Ok(self.storm)
+    }
+}
+
+fn storm_through_tally_exec(env: &Env) -> Result<Running> {
+    let mut cmd = env.tally_command();
+    cmd.args(["exec", CT, "--"])
+        .arg(env.itest_binary())
+        .args(["workload", "forks", &ATTEMPTS.to_string()]);
+    Running::start(cmd)
+}
+
+/// The same storm while tallyd is down: the workload joins the container's cgroups itself.
+fn storm_joining_directly(env: &Env) -> Result<Running> {
+    let cg = env.cgroup(CT)?;
+    let mut cmd = std::process::Command::new(env.itest_binary());
+    cmd.arg("workload");
+    for (dir, flavor) in cg.controllers.values() {
+        if *flavor == Flavor::V1 {
+            cmd.arg("--join").arg(dir.join("cgroup.procs"));
+        }
+    }
+    cmd.arg("--join")
+        .arg(cg.unified.join("cgroup.procs"))
+        .args(["forks", &ATTEMPTS.to_string()]);
+    Running::start(cmd)
+}
+
+/// What every storm in a fresh 20:20 container must show: the workload itself plus 19
+/// children are 20 tasks; the other 11 forks fail with EAGAIN.
+fn check_storm(storm: &Storm) -> Result<()> {
+    let expected = (LIMIT - 1, ATTEMPTS - (LIMIT - 1), 0);
+    if (storm.forked, storm.eagain, storm.other) != expected {
+        bail!("expected forked/eagain/other = {expected:?}, got {storm:?}");
+    }
+    Ok(())
+}
+
+fn limit_is_enforced(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let out = try_or_fail!(env.tally(&["set", CT, "--numproc", "20:20"]), "tally set");
+    check!(
+        out.status.success(),
+        "tally set failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let idle = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "reading numproc");
+    check!(
+        idle.held == 0 && idle.barrier == LIMIT && idle.limit == LIMIT,
+        "fresh container row: {idle:?}"
+    );
+
+    let running = try_or_fail!(storm_through_tally_exec(env), "fork storm");
+    let during = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "reading numproc during the storm");
+    let tasks = try_or_fail!(
+        env.cgroup(CT).and_then(|c| Ok(c.pids()?)),
+        "listing the container's tasks"
+    )
+    .len() as u64;
+    let storm = try_or_fail!(running.release(), "ending the storm");
+    try_or_fail!(check_storm(&storm), "fork storm");
+    check!(tasks == LIMIT, "the container holds {tasks} tasks, expected {LIMIT}");
+    check!(during.held == LIMIT, "held during the storm: {during:?}");
+
+    let after = try_or_fail!(
+        env.wait_row(CT, Resource::NumProc, "held 0", |r| r.held == 0),
+        "after the storm"
+    );
+    check!(after.maxheld == LIMIT, "maxheld should be the peak {LIMIT}: {after:?}");
+    check!(
+        after.failcnt == storm.eagain,
+        "failcnt {} != refused forks {}",
+        after.failcnt,
+        storm.eagain
+    );
+    Outcome::Pass
+}
+
+fn survives_tallyd(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let out = try_or_fail!(env.tally(&["set", CT, "--numproc", "20:20"]), "tally set");
+    check!(
+        out.status.success(),
+        "tally set failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = try_or_fail!(storm_through_tally_exec(env), "first storm");
+    let first = try_or_fail!(first.release(), "ending the first storm");
+    try_or_fail!(check_storm(&first), "first storm");
+    let first_refused = first.eagain;
+    try_or_fail!(
+        env.wait_row(CT, Resource::NumProc, "held 0", |r| r.held == 0),
+        "after the first storm"
+    );
+
+    try_or_fail!(env.stop_tallyd(), "stopping tallyd");
+    check!(
+        env.instance.pins().link("cgroup_attach_task").exists(),
+        "pins gone after tallyd exited"
+    );
+    let second = try_or_fail!(storm_joining_directly(env), "storm with tallyd down");
+    let pinned = try_or_fail!(
+        env.pinned_row(CT, Resource::NumProc),
+        "pinned counters with tallyd down"
+    );
+    let second = try_or_fail!(second.release(), "ending the second storm");
+    try_or_fail!(check_storm(&second), "with tallyd down the limit must still hold");
+    let second_refused = second.eagain;
+    check!(pinned.held == LIMIT, "held while tallyd was down: {pinned:?}");
+
+    let ready = try_or_fail!(env.start_tallyd(), "restarting tallyd");
+    check!(
+        ready.contains("programs=adopted"),
+        "the new tallyd should adopt the pinned programs: {ready}"
+    );
+    let after = try_or_fail!(
+        env.wait_row(CT, Resource::NumProc, "held 0", |r| r.held == 0),
+        "after restart"
+    );
+    check!(after.maxheld == LIMIT, "maxheld after restart: {after:?}");
+    check!(
+        after.failcnt == first_refused + second_refused,
+        "failcnt {} should count both storms' refusals {} + {}",
+        after.failcnt,
+        first_refused,
+        second_refused
+    );
+    check!(
+        after.barrier == LIMIT && after.limit == LIMIT,
+        "limits after restart: {after:?}"
+    );
+    Outcome::Pass
+}
+
+/// In the full tier no cgroup controller limits the container: the EAGAINs must come from
+/// lsm/task_alloc, which counts them in the BPF row itself.
+fn lsm_refuses(env: &mut Env) -> Outcome {
+    let ready = try_or_fail!(env.start_tallyd(), "starting tallyd");
+    if !ready.contains("tier=full") {
+        return Outcome::Skip(format!("needs the full tier (BPF LSM); tallyd says: {ready}"));
+    }
+    let out = try_or_fail!(env.tally(&["set", CT, "--numproc", "20:20"]), "tally set");
+    check!(
+        out.status.success(),
+        "tally set failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cg = try_or_fail!(env.cgroup(CT), "cgroup");
+    let pids_max = std::fs::read_to_string(cg.unified.join("pids.max")).unwrap_or_else(|_| "absent".into());
+    check!(
+        matches!(pids_max.trim(), "max" | "absent"),
+        "pids.max is {pids_max:?}: the pids controller would share the refusals"
+    );
+    let storm = try_or_fail!(storm_through_tally_exec(env).and_then(Running::release), "fork storm");
+    try_or_fail!(check_storm(&storm), "fork storm");
+    let pinned = try_or_fail!(env.pinned_row(CT, Resource::NumProc), "pinned counters");
+    check!(
+        pinned.failcnt == storm.eagain,
+        "BPF failcnt {} != EAGAINs {}",
+        pinned.failcnt,
+        storm.eagain
+    );
+    Outcome::Pass
+}
+
+fn bad_input_changes_nothing(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let conf_dir = env.instance.config_dir();
+    let unified_parent = try_or_fail!(env.cgroup(CT), "cgroup")
+        .unified
+        .parent()
+        .map(|p| p.to_path_buf());
+    let listing = || -> Vec<String> {
+        let mut v: Vec<String> = [Some(conf_dir.clone()), unified_parent.clone()]
+            .into_iter()
+            .flatten()
+            .flat_map(|d| {
+                std::fs::read_dir(d)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path().display().to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing();
+    for (args, code) in [
+        (vec!["set", "../x", "--numproc", "1"], 21),
+        (vec!["set", "", "--numproc", "1"], 21),
+        (vec!["set", CT, "--numproc", "30:20"], 21),
+        (vec!["set", CT, "--numproc", "5M"], 21),
+        (vec!["set", CT, "--numproc=-1"], 21),
+        (vec!["set", CT, "--numproc", "-1"], 20),
+        (vec!["set", CT, "--no-such-row", "1"], 20),
+        (vec!["set", CT, "--numproc", "99999999999999999999"], 21),
+        (vec!["ubc", "999"], 14),
+        (vec!["destroy", "999"], 14),
+    ] {
+        let out = try_or_fail!(env.tally(&args), "running tally");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        check!(
+            out.status.code() == Some(code),
+            "tally {args:?} exited {:?}, expected {code}: {stderr}",
+            out.status.code()
+        );
+        check!(
+            stderr.starts_with("tally: ") || stderr.starts_with("error: "),
+            "tally {args:?} gave no clear message: {stderr:?}"
+        );
+        check!(stderr.len() > 20, "tally {args:?} gave no clear message: {stderr:?}");
+    }
+    check!(
+        listing() == before,
+        "refused requests changed state: {:?} -> {:?}",
+        before,
+        listing()
+    );
+
+    // A bad value for an existing container leaves its limits as they were.
+    let ok = try_or_fail!(env.tally(&["set", CT, "--numproc", "20:20"]), "tally set");
+    check!(ok.status.success(), "tally set failed");
+    let bad = try_or_fail!(env.tally(&["set", CT, "--numproc", "10:5"]), "tally set");
+    check!(bad.status.code() == Some(21), "bad set exited {:?}", bad.status.code());
+    let row = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "reading numproc");
+    check!(
+        row.barrier == 20 && row.limit == 20,
+        "limits changed by a refused set: {row:?}"
+    );
+    let conf = try_or_fail!(
+        std::fs::read_to_string(env.instance.config_path(&tally::ct::CtId::parse(CT).unwrap())),
+        "config"
+    );
+    check!(
+        conf.contains("NUMPROC=\"20:20\""),
+        "config changed by a refused set: {conf}"
+    );
+    Outcome::Pass
+}
