@@ -59,6 +59,13 @@ pub fn run(tests: Vec<Test>, filter: &str) -> i32 {
             }
             Err(e) => Outcome::Fail(format!("setting up: {e:#}")),
         };
+        // Where every test must run (the full tier in the VMs), a skip is a failure.
+        let outcome = match outcome {
+            Outcome::Skip(why) if std::env::var_os("TALLY_ITEST_NO_SKIP").is_some_and(|v| !v.is_empty()) => {
+                Outcome::Fail(format!("skipped where every test must run: {why}"))
+            }
+            other => other,
+        };
         let secs = start.elapsed().as_secs_f32();
         match outcome {
             Outcome::Pass => {

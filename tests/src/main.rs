@@ -5,7 +5,9 @@
 //!
 //! Usage: tally-itest [FILTER]            run the tests whose name contains FILTER
 //!        tally-itest workload ARGS...    (internal) a workload run inside a container
+//!        tally-itest bench fork           the fork benchmark (cargo xtask bench fork)
 
+mod bench;
 mod env;
 mod harness;
 mod numproc;
@@ -14,8 +16,10 @@ mod workload;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("workload") {
-        std::process::exit(workload::main(&args[1..]));
+    match args.first().map(String::as_str) {
+        Some("workload") => std::process::exit(workload::main(&args[1..])),
+        Some("bench") => std::process::exit(bench::main(&args[1..])),
+        _ => {}
     }
     let filter = args.first().cloned().unwrap_or_default();
     let mut tests = Vec::new();

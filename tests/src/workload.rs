@@ -5,6 +5,9 @@
 //! for runs while tallyd is down), fork N children that block on a pipe, print
 //! `{"forked":F,"eagain":E,"other":O}`, wait for a line on stdin, release the children,
 //! reap them, exit 0.
+//!
+//! `workload [--join ...] forkloop N`: N times fork, _exit in the child, waitpid; prints the
+//! nanoseconds the loop took (the fork benchmark).
 
 use std::{
     io::{BufRead, Write},
@@ -32,6 +35,10 @@ pub fn main(args: &[String]) -> i32 {
     match rest {
         [cmd, n] if cmd == "forks" => match n.parse() {
             Ok(n) => forks(n),
+            Err(_) => 2,
+        },
+        [cmd, n] if cmd == "forkloop" => match n.parse() {
+            Ok(n) => forkloop(n),
             Err(_) => 2,
         },
         _ => {
@@ -72,5 +79,24 @@ fn forks(n: usize) -> i32 {
     for c in children {
         let _ = waitpid(c, None);
     }
+    0
+}
+
+fn forkloop(n: u64) -> i32 {
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        // SAFETY: single-threaded process; the child only calls _exit.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => unsafe { libc::_exit(0) },
+            Ok(ForkResult::Parent { child }) => {
+                let _ = waitpid(child, None);
+            }
+            Err(e) => {
+                eprintln!("workload: fork: {e}");
+                return 1;
+            }
+        }
+    }
+    println!("{}", start.elapsed().as_nanos());
     0
 }

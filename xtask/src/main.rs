@@ -1,1 +1,76 @@
-fn main() {}
+//! cargo xtask: the heavy jobs. `setup` installs what a fresh machine lacks, `test` runs every
+//! tier, `demo` shows the main job, `bench` measures. The others call `setup` first; it is
+//! quick when everything is present.
+
+mod bench;
+mod demo;
+mod expect;
+mod setup;
+mod test;
+mod vm;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "tally's build, test, demo and benchmark tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what this machine lacks (rust-src, bpf-linker, Debian packages, VM kernels).
+    Setup,
+    /// Unit tests, then the host tier, then the VM tier (Debian 6.1 and 6.12 kernels).
+    Test(test::Args),
+    /// A container with a numproc limit, a fork storm in it, its beancounters before and after.
+    Demo,
+    /// Benchmarks (ratios against a baseline taken in the same run).
+    Bench(bench::Args),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::run(),
+        Cmd::Test(a) => test::run(a),
+        Cmd::Demo => demo::run(),
+        Cmd::Bench(a) => bench::run(a),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Runs a command, streaming its output, failing on a non-zero exit.
+pub fn run_cmd(cmd: &mut std::process::Command) -> Result<()> {
+    let status = cmd.status().map_err(|e| anyhow::anyhow!("running {cmd:?}: {e}"))?;
+    anyhow::ensure!(status.success(), "{cmd:?} failed: {status}");
+    Ok(())
+}
+
+/// Builds the binaries the tiers run (debug profile; the eBPF object is always optimised).
+pub fn build_binaries() -> Result<PathBuf> {
+    run_cmd(std::process::Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--bins",
+        "-p",
+        "tally-cli",
+        "-p",
+        "tallyd",
+        "-p",
+        "tally-tests",
+    ]))?;
+    Ok(std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+        .join("debug"))
+}

@@ -108,15 +108,11 @@ const EXTRACTED_STAMP: &str = "tally-extracted";
 /// under `cache_dir`. Later calls only look at the cache. Delete a kernel's directory (or the
 /// whole cache) to pick up a newer Debian kernel.
 pub fn ensure_kernels(cache_dir: &Path) -> Result<Vec<Kernel>> {
-    fs::create_dir_all(cache_dir)
-        .with_context(|| format!("creating the kernel cache {}", cache_dir.display()))?;
+    fs::create_dir_all(cache_dir).with_context(|| format!("creating the kernel cache {}", cache_dir.display()))?;
     // Parallel xtask runs sharing a target dir must not download into the same place at once.
     let lock = File::create(cache_dir.join("tally-vm.lock"))?;
     lock.lock().context("locking the kernel cache")?;
-    KERNEL_SPECS
-        .iter()
-        .map(|spec| ensure_kernel(cache_dir, spec))
-        .collect()
+    KERNEL_SPECS.iter().map(|spec| ensure_kernel(cache_dir, spec)).collect()
 }
 
 fn ensure_kernel(cache_dir: &Path, spec: &KernelSpec) -> Result<Kernel> {
@@ -140,19 +136,9 @@ fn fetch_kernel(dir: &Path, spec: &KernelSpec) -> Result<()> {
     let download_dir = dir.join("download");
     fs::create_dir_all(&download_dir)?;
     apt.download(&package, &download_dir)?;
-    let deb = download_dir.join(format!(
-        "{package}_{}_amd64.deb",
-        version.replace(':', "%3a")
-    ));
-    ensure!(
-        deb.is_file(),
-        "apt-get download did not produce {}",
-        deb.display()
-    );
-    run(Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(dir.join("root")))?;
+    let deb = download_dir.join(format!("{package}_{}_amd64.deb", version.replace(':', "%3a")));
+    ensure!(deb.is_file(), "apt-get download did not produce {}", deb.display());
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
     fs::write(dir.join(EXTRACTED_STAMP), format!("{package} {version}\n"))?;
     Ok(())
 }
@@ -189,12 +175,7 @@ fn kernel_from_dir(spec: &KernelSpec, dir: &Path) -> Result<Kernel> {
         .iter()
         .map(|base| root.join(base).join(release))
         .find(|path| path.is_dir())
-        .with_context(|| {
-            format!(
-                "no modules directory for {release} under {}",
-                root.display()
-            )
-        })?;
+        .with_context(|| format!("no modules directory for {release} under {}", root.display()))?;
     Ok(Kernel {
         name: spec.name.to_string(),
         release: release.clone(),
@@ -217,9 +198,7 @@ impl PrivateApt {
         let sources: String = suites
             .iter()
             .map(|(archive, suite)| {
-                format!(
-                    "deb [signed-by={ARCHIVE_KEYRING}] {DEBIAN_MIRROR}/{archive} {suite} main\n"
-                )
+                format!("deb [signed-by={ARCHIVE_KEYRING}] {DEBIAN_MIRROR}/{archive} {suite} main\n")
             })
             .collect();
         fs::write(root.join("sources.list"), sources)?;
@@ -230,15 +209,13 @@ impl PrivateApt {
 
     fn command(&self, tool: &str) -> Command {
         let options = [
-            format!(
-                "Dir::Etc::sourcelist={}",
-                self.root.join("sources.list").display()
-            ),
+            format!("Dir::Etc::sourcelist={}", self.root.join("sources.list").display()),
             "Dir::Etc::sourceparts=-".to_string(),
             format!("Dir::State::Lists={}", self.root.join("lists").display()),
             format!("Dir::Cache={}", self.root.join("cache").display()),
-            // AppStream metadata is megabytes that nothing here reads.
+            // AppStream metadata and translations are megabytes that nothing here reads.
             "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".to_string(),
+            "Acquire::Languages=none".to_string(),
             // apt's unprivileged _apt user usually cannot write into a workspace's target dir;
             // apt would fall back to root anyway, but with a warning on every download.
             "APT::Sandbox::User=root".to_string(),
@@ -274,8 +251,8 @@ impl PrivateApt {
     /// linux-image-6.1.0-56-cloud-amd64.
     fn image_package(&self) -> Result<String> {
         let stanza = self.show(CLOUD_METAPACKAGE)?;
-        let depends = control_field(&stanza, "Depends")
-            .with_context(|| format!("{CLOUD_METAPACKAGE} has no Depends field"))?;
+        let depends =
+            control_field(&stanza, "Depends").with_context(|| format!("{CLOUD_METAPACKAGE} has no Depends field"))?;
         depends
             .split(',')
             .filter_map(|dep| dep.split_whitespace().next())
@@ -290,19 +267,14 @@ impl PrivateApt {
     }
 
     fn show(&self, package: &str) -> Result<String> {
-        let output = run(self
-            .command("apt-cache")
-            .args(["show", "--no-all-versions", package]))
-        .with_context(|| format!("{package} is not in the suites of {}", self.root.display()))?;
+        let output = run(self.command("apt-cache").args(["show", "--no-all-versions", package]))
+            .with_context(|| format!("{package} is not in the suites of {}", self.root.display()))?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     fn download(&self, package: &str, into: &Path) -> Result<()> {
-        run(self
-            .command("apt-get")
-            .args(["download", package])
-            .current_dir(into))
-        .with_context(|| format!("downloading {package}"))?;
+        run(self.command("apt-get").args(["download", package]).current_dir(into))
+            .with_context(|| format!("downloading {package}"))?;
         Ok(())
     }
 }
@@ -319,7 +291,8 @@ fn control_field(stanza: &str, field: &str) -> Option<String> {
 // Initramfs
 // ---------------------------------------------------------------------------------------------
 
-/// busybox-static's binary; the guest has no libc, so a dynamically linked busybox would not run.
+/// busybox-static's binary. It must be static: /init and the applets run before (and apart
+/// from) whatever libraries the payload brings.
 const BUSYBOX: &str = "/bin/busybox";
 const GUEST_PATH: &str = "/bin:/sbin:/usr/bin:/usr/sbin";
 const GUEST_COMMAND_FILE: &str = "/tally/command";
@@ -335,16 +308,12 @@ pub fn build_initramfs(kernel: &Kernel, payload: &Payload, out: &Path) -> Result
     let mut tree = Tree::default();
     add_base_system(&mut tree)?;
     for (host, guest) in &payload.files {
-        add_payload_file(&mut tree, host, guest)
-            .with_context(|| format!("adding {} as {guest}", host.display()))?;
+        add_payload_file(&mut tree, host, guest).with_context(|| format!("adding {} as {guest}", host.display()))?;
     }
     let modules = resolve_modules(kernel, &payload.modules)?;
     let mut module_paths = Vec::new();
     for module in modules {
-        tree.insert(
-            &module.guest_path,
-            Node::file(Data::Bytes(module.bytes), 0o644),
-        )?;
+        tree.insert(&module.guest_path, Node::file(Data::Bytes(module.bytes), 0o644))?;
         module_paths.push(module.guest_path);
     }
     tree.insert(
@@ -367,10 +336,7 @@ fn add_base_system(tree: &mut Tree) -> Result<()> {
         shared_libraries(busybox)?.is_empty(),
         "{BUSYBOX} is dynamically linked; install busybox-static"
     );
-    tree.insert(
-        BUSYBOX,
-        Node::file(Data::Host(busybox.to_path_buf()), 0o755),
-    )?;
+    tree.insert(BUSYBOX, Node::file(Data::Host(busybox.to_path_buf()), 0o755))?;
     let applets = run(Command::new(BUSYBOX).arg("--list-full"))?;
     for applet in String::from_utf8_lossy(&applets.stdout).lines() {
         if format!("/{applet}") != BUSYBOX {
@@ -388,10 +354,7 @@ fn add_base_system(tree: &mut Tree) -> Result<()> {
         ("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
     ];
     for (path, text) in etc {
-        tree.insert(
-            path,
-            Node::file(Data::Bytes(text.as_bytes().to_vec()), 0o644),
-        )?;
+        tree.insert(path, Node::file(Data::Bytes(text.as_bytes().to_vec()), 0o644))?;
     }
     Ok(())
 }
@@ -401,10 +364,7 @@ fn add_base_system(tree: &mut Tree) -> Result<()> {
 /// where ldd finds system libraries. (Libraries found only through RPATH/LD_LIBRARY_PATH
 /// elsewhere would need the same path inside the guest, which this gives them too.)
 fn add_payload_file(tree: &mut Tree, host: &Path, guest: &str) -> Result<()> {
-    ensure!(
-        guest.starts_with('/'),
-        "guest path {guest:?} is not absolute"
-    );
+    ensure!(guest.starts_with('/'), "guest path {guest:?} is not absolute");
     // Keep the permission bits so executables stay executable in the guest.
     let mode = fs::metadata(host)?.permissions().mode() & 0o7777;
     tree.insert(guest, Node::file(Data::Host(host.to_path_buf()), mode))?;
@@ -433,11 +393,7 @@ fn shared_libraries(path: &Path) -> Result<Vec<PathBuf>> {
 fn parse_ldd(text: &str) -> Result<Vec<PathBuf>> {
     let mut libs = Vec::new();
     for line in text.lines() {
-        ensure!(
-            !line.contains("=> not found"),
-            "missing library: {}",
-            line.trim()
-        );
+        ensure!(!line.contains("=> not found"), "missing library: {}", line.trim());
         let target = line.split("=>").last().unwrap_or_default().trim();
         let file = target.split(" (").next().unwrap_or_default();
         if file.starts_with('/') {
@@ -525,8 +481,7 @@ impl ModuleIndex {
         for dependency in modinfo_depends(&bytes)? {
             self.visit(&dependency, kernel, visited, ordered)?;
         }
-        let uncompressed =
-            strip_compression_suffix(relative.to_str().context("non-UTF-8 module path")?);
+        let uncompressed = strip_compression_suffix(relative.to_str().context("non-UTF-8 module path")?);
         ordered.push(Module {
             guest_path: format!("/lib/modules/{}/{uncompressed}", kernel.release),
             bytes,
@@ -594,8 +549,7 @@ struct Elf<'a>(&'a [u8]);
 
 impl<'a> Elf<'a> {
     fn parse(bytes: &'a [u8]) -> Option<Self> {
-        let is_elf64_le =
-            bytes.starts_with(b"\x7fELF") && bytes.get(4) == Some(&2) && bytes.get(5) == Some(&1);
+        let is_elf64_le = bytes.starts_with(b"\x7fELF") && bytes.get(4) == Some(&2) && bytes.get(5) == Some(&1);
         is_elf64_le.then_some(Self(bytes))
     }
 
@@ -626,12 +580,7 @@ impl<'a> Elf<'a> {
     }
 
     fn section(&self, wanted: &str) -> Option<&'a [u8]> {
-        let (offset, size, count, names_index) = (
-            self.u64(0x28)?,
-            self.u16(0x3a)?,
-            self.u16(0x3c)?,
-            self.u16(0x3e)?,
-        );
+        let (offset, size, count, names_index) = (self.u64(0x28)?, self.u16(0x3a)?, self.u16(0x3c)?, self.u16(0x3e)?);
         let header = |i: u64| offset + i * size;
         let names_offset = self.u64(header(names_index) + 0x18)?;
         (0..count).find_map(|i| {
@@ -659,10 +608,7 @@ impl<'a> Elf<'a> {
 /// becomes one, so nothing gets SIGHUP when a session ends; stdin is /dev/null so nothing can
 /// block reading a serial line nobody writes to.
 fn init_script(module_paths: &[String]) -> String {
-    let loads: String = module_paths
-        .iter()
-        .map(|path| format!("load {path}\n"))
-        .collect();
+    let loads: String = module_paths.iter().map(|path| format!("load {path}\n")).collect();
     format!(
         r#"#!/bin/sh
 export PATH={GUEST_PATH}
@@ -725,27 +671,14 @@ impl Tree {
     fn insert(&mut self, guest_path: &str, node: Node) -> Result<()> {
         let path = guest_path.trim_start_matches('/');
         ensure!(
-            !path.is_empty()
-                && path
-                    .split('/')
-                    .all(|c| !c.is_empty() && c != "." && c != ".."),
+            !path.is_empty() && path.split('/').all(|c| !c.is_empty() && c != "." && c != ".."),
             "bad guest path {guest_path:?}"
         );
-        let mut parent = String::new();
-        for component in path
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map(|(_, p)| p)
-            .unwrap_or(&[])
-        {
-            if !parent.is_empty() {
-                parent.push('/');
-            }
-            parent.push_str(component);
-            match self.0.get(&parent) {
+        for (slash, _) in path.match_indices('/') {
+            let parent = &path[..slash];
+            match self.0.get(parent) {
                 None => {
-                    self.0.insert(parent.clone(), Node::Dir);
+                    self.0.insert(parent.to_string(), Node::Dir);
                 }
                 Some(Node::Dir) => {}
                 Some(_) => bail!("{guest_path}: /{parent} is already a file in the initramfs"),
@@ -803,9 +736,7 @@ impl CpioWriter {
                 self.header(path, S_IFLNK | 0o777, target.len(), (0, 0))?;
                 self.data(target.as_bytes())
             }
-            Node::CharDevice { major, minor } => {
-                self.header(path, S_IFCHR | 0o600, 0, (*major, *minor))
-            }
+            Node::CharDevice { major, minor } => self.header(path, S_IFCHR | 0o600, 0, (*major, *minor)),
             Node::File {
                 data: Data::Bytes(bytes),
                 mode,
@@ -825,11 +756,7 @@ impl CpioWriter {
         let size = file.metadata()?.len();
         self.header(path, S_IFREG | mode, usize::try_from(size)?, (0, 0))?;
         let copied = io::copy(&mut Read::take(&mut file, size), &mut self.out)?;
-        ensure!(
-            copied == size,
-            "{} shrank while being archived",
-            host.display()
-        );
+        ensure!(copied == size, "{} shrank while being archived", host.display());
         self.pad(copied as usize)
     }
 
@@ -886,13 +813,16 @@ impl CpioWriter {
 // Booting
 // ---------------------------------------------------------------------------------------------
 
-/// `lsm=` replaces CONFIG_LSM's list, which on Debian does not include bpf. `panic=-1`
-/// reboots at once on a panic, and with qemu's -no-reboot that ends qemu instead of leaving a
-/// dead guest to run into the timeout.
+/// `lsm=` pins the active LSMs so every kernel runs the same set. (Debian's CONFIG_LSM already
+/// ends in bpf, but behind landlock, yama, apparmor and tomoyo; 6.12 adds ipe, and always
+/// appends ima and evm, even with `lsm=`.) `panic=-1` reboots at once on a panic, and with
+/// qemu's -no-reboot that ends qemu instead of leaving a dead guest to run into the timeout.
 const KERNEL_CMDLINE: &str = "console=ttyS0 lsm=lockdown,capability,bpf panic=-1 quiet";
-/// How long a KVM guest gets to reach BEGIN before `auto` gives up on KVM. A healthy KVM boot
-/// takes a few seconds; the failure modes seen on this kind of host are an immediate
-/// "KVM internal error" or a silent hang right after the boot loader.
+/// How long a KVM guest gets to reach BEGIN before `auto` gives up on KVM; a healthy KVM boot
+/// takes a few seconds. Sandboxed hosts can have a /dev/kvm that cannot run a stock kernel:
+/// e.g. a nested PVM hypervisor (host kernel booted with nested_pvm=1) only runs PVM-aware
+/// guests, and qemu there either aborts at once (-cpu host: "failed to set MSR 0x10a"), stops
+/// with "KVM internal error", or hangs silently right after the boot loader.
 const KVM_PROBE: Duration = Duration::from_secs(25);
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -926,13 +856,7 @@ static AUTO_ACCEL: Mutex<Option<Accel>> = Mutex::new(None);
 /// Boots `kernel` with `initramfs` and waits for the guest to power off (or `timeout`).
 /// TALLY_VM_ACCEL=kvm|tcg|auto (default auto) chooses the accelerator; auto tries KVM when
 /// /dev/kvm can be opened and falls back to TCG if the guest does not reach BEGIN in time.
-pub fn boot(
-    kernel: &Kernel,
-    initramfs: &Path,
-    mem_mb: u32,
-    timeout: Duration,
-    log_path: &Path,
-) -> Result<BootResult> {
+pub fn boot(kernel: &Kernel, initramfs: &Path, mem_mb: u32, timeout: Duration, log_path: &Path) -> Result<BootResult> {
     let guest = Guest {
         kernel,
         initramfs,
@@ -987,11 +911,7 @@ fn boot_auto(guest: &Guest) -> Result<BootResult> {
 
 /// /dev/kvm existing is not enough: it must be openable read-write by this user.
 fn kvm_usable() -> bool {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
+    OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
 }
 
 struct Guest<'a> {
@@ -1036,9 +956,7 @@ impl Guest<'_> {
                     return Ok(Outcome::ProbeFailed("KVM internal error".into()));
                 }
                 if !begun && elapsed > probe {
-                    return Ok(Outcome::ProbeFailed(format!(
-                        "no {BEGIN_MARKER} within {probe:?}"
-                    )));
+                    return Ok(Outcome::ProbeFailed(format!("no {BEGIN_MARKER} within {probe:?}")));
                 }
             }
             if elapsed > self.timeout {
@@ -1155,9 +1073,7 @@ struct Qemu {
 
 impl Qemu {
     fn spawn(mut cmd: Command) -> Result<Self> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
@@ -1180,10 +1096,7 @@ impl Qemu {
     }
 
     fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.stderr.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn kill(&mut self) {
@@ -1242,12 +1155,8 @@ mod tests {
 
     #[test]
     fn cuts_output_between_markers() {
-        let console =
-            "boot noise\nTALLY-VM-BEGIN\nhello\nno newline\nTALLY-VM-EXIT 3\nreboot: Power down\n";
-        assert_eq!(
-            parse_console(console),
-            ("hello\nno newline".to_string(), Some(3))
-        );
+        let console = "boot noise\nTALLY-VM-BEGIN\nhello\nno newline\nTALLY-VM-EXIT 3\nreboot: Power down\n";
+        assert_eq!(parse_console(console), ("hello\nno newline".to_string(), Some(3)));
         assert_eq!(parse_console("Kernel panic\n"), (String::new(), None));
     }
 

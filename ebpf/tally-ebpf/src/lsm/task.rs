@@ -1,7 +1,11 @@
 //! numproc: every task (process or thread) a container creates is charged at task_alloc and
 //! uncharged at task_free, to the container recorded at charge time.
 
-use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id,
+    macros::{fentry, lsm},
+    programs::{FEntryContext, LsmContext},
+};
 use tally_common::res;
 
 use crate::charge::{charge, Charge, Strictness};
@@ -37,6 +41,16 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
 /// nothing was recorded and nothing is uncharged).
 #[lsm(hook = "task_free")]
 pub fn task_free(ctx: LsmContext) -> i32 {
+    uncharge_task(ctx.arg(0));
+    0
+}
+
+/// release_task(task): the task is reaped, the moment the pids controller uncharges too.
+/// task_free runs an RCU grace period later (seconds with lazy RCU): uncharging only there
+/// would refuse forks for tasks long gone. task_free stays as the safety net for tasks charged
+/// at task_alloc but never released (a fork that failed after the charge).
+#[fentry(function = "release_task")]
+pub fn release_task(ctx: FEntryContext) -> u32 {
     uncharge_task(ctx.arg(0));
     0
 }

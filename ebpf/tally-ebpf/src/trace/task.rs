@@ -73,7 +73,19 @@ pub fn cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// sched_process_free(task): the task's last reference is gone.
+/// sched_process_exit(task): the task has exited. Threads and auto-reaped tasks are released
+/// right after; a zombie leader is uncharged before its parent reaps it. The fallback tier
+/// uncharges here because the free side runs an RCU grace period later (seconds with lazy
+/// RCU), which would count long-gone tasks; the pids controller, which refuses in this tier,
+/// still counts zombies.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    uncharge_task(ctx.arg(0));
+    0
+}
+
+/// sched_process_free(task): the task's last reference is gone; the safety net for charged
+/// tasks that never passed sched_process_exit.
 #[btf_tracepoint(function = "sched_process_free")]
 pub fn sched_process_free(ctx: BtfTracePointContext) -> i32 {
     uncharge_task(ctx.arg(0));

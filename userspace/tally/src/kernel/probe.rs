@@ -126,10 +126,10 @@ pub fn probe() -> HostReport {
         )
     } else if !loads("tp_btf") {
         (None, "tp_btf programs are refused: tally cannot account".to_string())
-    } else if loads("lsm") {
+    } else if loads("lsm") && loads("fentry") {
         (
             Some(Tier::Full),
-            "BPF LSM programs load; tally's programs enforce".to_string(),
+            "BPF LSM and fentry programs load; tally's programs enforce".to_string(),
         )
     } else if !cgroups.controllers.contains_key(&Controller::Pids) {
         (
@@ -206,16 +206,23 @@ pub fn row_plans(tier: Tier) -> Vec<RowPlan> {
             let (status, how) = match (r, tier) {
                 (Resource::NumProc, Tier::Full) => (
                     "enforced",
-                    "BPF LSM task_alloc refuses with EAGAIN over the barrier; task_free uncharges".to_string(),
+                    "BPF LSM task_alloc refuses with EAGAIN over the barrier; uncharged when the task is reaped \
+                     (fentry release_task), task_free as the safety net"
+                        .to_string(),
                 ),
                 (Resource::NumProc, Tier::Fallback) => (
                     "enforced",
-                    "pids controller refuses (pids.max = limit); held/maxheld from tracepoints; failcnt from pids.events"
+                    "pids controller refuses (pids.max = limit); held/maxheld from tracepoints (zombies are not \
+                     held: uncharged at exit); failcnt from pids.events"
                         .to_string(),
                 ),
                 _ => ("not yet", "not implemented yet: shows held 0 and unlimited".to_string()),
             };
-            RowPlan { resource: r.name().to_string(), status, how }
+            RowPlan {
+                resource: r.name().to_string(),
+                status,
+                how,
+            }
         })
         .collect()
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::{
-    programs::{links::FdLink, BtfTracePoint, Lsm},
+    programs::{links::FdLink, BtfTracePoint, FEntry, Lsm},
     Btf, EbpfLoader,
 };
 use tally_common::map_name;
@@ -40,6 +40,7 @@ impl PinLayout {
 enum Hook {
     Lsm(&'static str),
     TpBtf(&'static str),
+    FEntry(&'static str),
 }
 
 /// A program of the object (by function name) and the hook it attaches to.
@@ -48,34 +49,33 @@ struct ProgramSpec {
     hook: Hook,
 }
 
+impl ProgramSpec {
+    /// A program named after its hook (the house style: `fn task_alloc` for lsm/task_alloc).
+    const fn new(hook: Hook) -> ProgramSpec {
+        let name = match hook {
+            Hook::Lsm(n) | Hook::TpBtf(n) | Hook::FEntry(n) => n,
+        };
+        ProgramSpec { name, hook }
+    }
+}
+
+/// Full tier: LSM hooks refuse; release_task uncharges when the pids controller would (the
+/// free hooks run an RCU grace period later, seconds with lazy RCU) and task_free catches
+/// charged tasks that were never released (forks that failed after task_alloc). The
+/// programs' own docs say more.
 const FULL: &[ProgramSpec] = &[
-    ProgramSpec {
-        name: "task_alloc",
-        hook: Hook::Lsm("task_alloc"),
-    },
-    ProgramSpec {
-        name: "task_free",
-        hook: Hook::Lsm("task_free"),
-    },
-    ProgramSpec {
-        name: "cgroup_attach_task",
-        hook: Hook::TpBtf("cgroup_attach_task"),
-    },
+    ProgramSpec::new(Hook::Lsm("task_alloc")),
+    ProgramSpec::new(Hook::Lsm("task_free")),
+    ProgramSpec::new(Hook::TpBtf("cgroup_attach_task")),
+    ProgramSpec::new(Hook::FEntry("release_task")),
 ];
 
+/// Fallback tier: the same accounting from tracepoints; the pids controller refuses.
 const FALLBACK: &[ProgramSpec] = &[
-    ProgramSpec {
-        name: "sched_process_fork",
-        hook: Hook::TpBtf("sched_process_fork"),
-    },
-    ProgramSpec {
-        name: "sched_process_free",
-        hook: Hook::TpBtf("sched_process_free"),
-    },
-    ProgramSpec {
-        name: "cgroup_attach_task",
-        hook: Hook::TpBtf("cgroup_attach_task"),
-    },
+    ProgramSpec::new(Hook::TpBtf("sched_process_fork")),
+    ProgramSpec::new(Hook::TpBtf("sched_process_exit")),
+    ProgramSpec::new(Hook::TpBtf("sched_process_free")),
+    ProgramSpec::new(Hook::TpBtf("cgroup_attach_task")),
 ];
 
 const PINNED_MAPS: [&str; 4] = [
@@ -150,6 +150,13 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier) -> Result<Attach, KernelErr
             Hook::TpBtf(tp) => {
                 let p: &mut BtfTracePoint = program.try_into().map_err(|e| program_err(format!("{e}")))?;
                 p.load(tp, &btf).map_err(|e| program_err(describe_program_error(&e)))?;
+                let id = p.attach().map_err(|e| program_err(describe_program_error(&e)))?;
+                p.take_link(id).map_err(|e| program_err(e.to_string()))?.into()
+            }
+            Hook::FEntry(function) => {
+                let p: &mut FEntry = program.try_into().map_err(|e| program_err(format!("{e}")))?;
+                p.load(function, &btf)
+                    .map_err(|e| program_err(describe_program_error(&e)))?;
                 let id = p.attach().map_err(|e| program_err(describe_program_error(&e)))?;
                 p.take_link(id).map_err(|e| program_err(e.to_string()))?.into()
             }

@@ -1,0 +1,228 @@
+//! `cargo xtask test`: unit tests, then the host tier (this machine's kernel, as root), then the
+//! VM tier (Debian's 6.1 and 6.12 kernels with BPF LSM and pure cgroup2, in qemu). Each tier's
+//! counts come from its runner's own closing line; a tier that did not report counts as failed.
+//! Ends with `N passed, N failed, N skipped` over all tiers.
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{build_binaries, expect, root, setup, vm};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run only these tiers (unit, host, vm); all when not given.
+    #[arg(long, value_delimiter = ',')]
+    tier: Vec<String>,
+    /// Only integration tests whose name contains this.
+    #[arg(long, default_value = "")]
+    filter: String,
+}
+
+#[derive(Default)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+struct TierResult {
+    label: String,
+    counts: Counts,
+    /// Why the tier did not report, if it did not.
+    problem: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let wants = |t: &str| args.tier.is_empty() || args.tier.iter().any(|a| a == t);
+    let started = Instant::now();
+    setup::run()?;
+    let mut results = Vec::new();
+    if wants("unit") {
+        results.push(unit_tier()?);
+    }
+    if wants("host") || wants("vm") {
+        let bins = build_binaries()?;
+        if wants("host") {
+            results.push(host_tier(&bins, &args.filter)?);
+        }
+        if wants("vm") {
+            results.extend(vm_tier(&bins, &args.filter)?);
+        }
+    }
+
+    println!("\n== summary ({:.0} s)", started.elapsed().as_secs_f32());
+    let mut total = Counts::default();
+    for r in &results {
+        let c = &r.counts;
+        match &r.problem {
+            None => println!(
+                "{:<34} {} passed, {} failed, {} skipped",
+                r.label, c.passed, c.failed, c.skipped
+            ),
+            Some(p) => println!("{:<34} FAILED: {p}", r.label),
+        }
+        total.passed += c.passed;
+        total.failed += c.failed + u64::from(r.problem.is_some());
+        total.skipped += c.skipped;
+    }
+    println!(
+        "{} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.skipped
+    );
+    if total.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `cargo test` over the default members (no root needed).
+fn unit_tier() -> Result<TierResult> {
+    println!("== unit tests");
+    let out = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["test", "--color", "never"])
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{text}");
+    let mut counts = Counts::default();
+    for line in text.lines().filter_map(|l| l.strip_prefix("test result: ")) {
+        // "ok. 17 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"
+        for part in line.split(|c| c == ';' || c == '.') {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) {
+                match what {
+                    "passed" => counts.passed += n,
+                    "failed" => counts.failed += n,
+                    "ignored" => counts.skipped += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let problem = (!out.status.success() && counts.failed == 0).then(|| format!("cargo test exited {}", out.status));
+    Ok(TierResult {
+        label: "unit".into(),
+        counts,
+        problem,
+    })
+}
+
+fn host_tier(bins: &Path, filter: &str) -> Result<TierResult> {
+    let release = nix::sys::utsname::uname()?.release().to_string_lossy().into_owned();
+    let label = format!("host {release}");
+    println!("== host tier: {release}");
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(TierResult {
+            label,
+            counts: Counts::default(),
+            problem: Some("the host tier needs root".into()),
+        });
+    }
+    let mut cmd = Command::new(bins.join("tally-itest"));
+    cmd.arg(filter);
+    if let Some(e) = expect::for_release(&release) {
+        cmd.env("TALLY_EXPECT_TIER", e.tier);
+        if let Some(r) = e.reason {
+            cmd.env("TALLY_EXPECT_REASON", r);
+        }
+    }
+    let out = cmd.output().context("running tally-itest")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    Ok(parse_run(label, &text))
+}
+
+/// One boot per kernel; inside, the suite runs twice: with tallyd's own tier choice (full:
+/// no test may skip) and forced to the fallback tier (cgroup v2 controllers enforce).
+fn vm_tier(bins: &Path, filter: &str) -> Result<Vec<TierResult>> {
+    let cache = root().join("target/tally-vm");
+    let kernels = vm::ensure_kernels(&cache)?;
+    let mut results = Vec::new();
+    for kernel in &kernels {
+        println!("== VM tier: {} ({})", kernel.name, kernel.release);
+        let expectation = expect::for_release(&kernel.release);
+        let expect_env = match &expectation {
+            Some(e) => format!("export TALLY_EXPECT_TIER={};", e.tier),
+            None => String::new(),
+        };
+        let payload = vm::Payload {
+            files: ["tally-itest", "tally", "tallyd"]
+                .iter()
+                .map(|b| (bins.join(b), format!("/tally/bin/{b}")))
+                .collect(),
+            modules: vec![],
+            command: format!(
+                "{expect_env} cd /tmp; echo '== run full'; TALLY_ITEST_NO_SKIP=1 /tally/bin/tally-itest '{filter}'; a=$?; \
+                 echo '== run fallback'; TALLY_ITEST_TIER=fallback /tally/bin/tally-itest '{filter}'; b=$?; exit $((a|b))"
+            ),
+        };
+        let initramfs = cache.join(format!("{}-tally-itest.cpio.gz", kernel.name));
+        vm::build_initramfs(kernel, &payload, &initramfs)?;
+        let log = cache.join(format!("{}-console.log", kernel.name));
+        let started = Instant::now();
+        let boot = vm::boot(kernel, &initramfs, 2048, Duration::from_secs(1200), &log);
+        let secs = started.elapsed().as_secs_f32();
+        match boot {
+            Ok(b) => {
+                print!("{}", b.output);
+                println!(
+                    "(booted under {}, {secs:.0} s; console log {})",
+                    b.accel,
+                    b.console_log.display()
+                );
+                for (section, tier) in [("== run full", "full"), ("== run fallback", "fallback")] {
+                    let text = b
+                        .output
+                        .split(section)
+                        .nth(1)
+                        .map(|t| t.split("== run ").next().unwrap_or(t))
+                        .unwrap_or("");
+                    let label = format!("vm {} tallyd {tier}", kernel.name);
+                    results.push(parse_run(label, text));
+                }
+            }
+            Err(e) => results.push(TierResult {
+                label: format!("vm {}", kernel.name),
+                counts: Counts::default(),
+                problem: Some(format!("boot failed: {e:#}")),
+            }),
+        }
+    }
+    Ok(results)
+}
+
+/// Reads a tally-itest run's closing `N passed, N failed, N skipped` line.
+fn parse_run(label: String, text: &str) -> TierResult {
+    let counts = text.lines().rev().find_map(|l| {
+        let nums: Vec<u64> = l
+            .split(", ")
+            .map(|p| p.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .collect::<Option<Vec<u64>>>()?;
+        (nums.len() == 3 && l.ends_with(" skipped")).then(|| Counts {
+            passed: nums[0],
+            failed: nums[1],
+            skipped: nums[2],
+        })
+    });
+    match counts {
+        Some(counts) => TierResult {
+            label,
+            counts,
+            problem: None,
+        },
+        None => TierResult {
+            label,
+            counts: Counts::default(),
+            problem: Some("the run reported no result line".into()),
+        },
+    }
+}
