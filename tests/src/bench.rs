@@ -2,11 +2,8 @@
 //! programs attached against none attached, interleaved (A B B A ...) in one run so that the
 //! machine's drift hits both alike. Prints `bench:` lines with the ratio of medians.
 
-use std::{process::Command, time::Duration};
-
 use anyhow::{bail, Context, Result};
 use tally::{
-    cgroup::Flavor,
     ct::{CtConfig, CtId, Host},
     kernel::{probe, programs, Tier},
     ubc::Resource,
@@ -70,10 +67,12 @@ fn measure(env: &Env, tier: Tier, rounds: usize, per_round: u64) -> Result<(Vec<
             programs::ensure_attached(&pins, tier)?;
             Host::open(env.instance.clone(), tier)?.apply(&ct, &config)?;
         } else {
+            // Returns once the kernel has released the links.
             programs::unpin_all(&pins)?;
-            // Detached links go once their last reference does; give the kernel a moment.
-            std::thread::sleep(Duration::from_millis(50));
         }
+        // Loading parses the kernel's BTF and creates maps: one discarded warm-up round per
+        // round keeps that disturbance out of the figures.
+        forkloop(env, per_round / 4)?;
         let ns = forkloop(env, per_round)? as f64 / per_round as f64;
         if attached {
             with.push(ns);
@@ -85,18 +84,7 @@ fn measure(env: &Env, tier: Tier, rounds: usize, per_round: u64) -> Result<(Vec<
 }
 
 fn forkloop(env: &Env, n: u64) -> Result<u128> {
-    let cg = env.cgroup("bench")?;
-    let mut cmd = Command::new(env.itest_binary());
-    cmd.arg("workload");
-    for (dir, flavor) in cg.controllers.values() {
-        if *flavor == Flavor::V1 {
-            cmd.arg("--join").arg(dir.join("cgroup.procs"));
-        }
-    }
-    cmd.arg("--join")
-        .arg(cg.unified.join("cgroup.procs"))
-        .args(["forkloop", &n.to_string()]);
-    let out = cmd.output()?;
+    let out = env.workload_joining("bench", &["forkloop", &n.to_string()])?.output()?;
     if !out.status.success() {
         bail!("forkloop: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -116,6 +116,21 @@ impl Env {
         self.bin_dir.join("tally-itest")
     }
 
+    /// `tally-itest workload ARGS` that joins container `ctid`'s cgroups itself (as tallyd
+    /// would), for runs without tallyd.
+    pub fn workload_joining(&self, ctid: &str, args: &[&str]) -> Result<Command> {
+        let cg = self.cgroup(ctid)?;
+        let mut cmd = Command::new(self.itest_binary());
+        cmd.arg("workload");
+        for (dir, flavor) in cg.controllers.values() {
+            if *flavor == tally::cgroup::Flavor::V1 {
+                cmd.arg("--join").arg(dir.join("cgroup.procs"));
+            }
+        }
+        cmd.arg("--join").arg(cg.unified.join("cgroup.procs")).args(args);
+        Ok(cmd)
+    }
+
     /// The container's cgroup as tallyd lays it out (both tiers' controllers, whichever exist).
     pub fn cgroup(&self, ctid: &str) -> Result<ContainerCgroup> {
         let layout = Layout::detect()?;

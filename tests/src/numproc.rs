@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use tally::{cgroup::Flavor, ubc::Resource};
+use tally::ubc::Resource;
 
 use crate::{
     check,
@@ -88,18 +88,17 @@ fn storm_through_tally_exec(env: &Env) -> Result<Running> {
 
 /// The same storm while tallyd is down: the workload joins the container's cgroups itself.
 fn storm_joining_directly(env: &Env) -> Result<Running> {
-    let cg = env.cgroup(CT)?;
-    let mut cmd = std::process::Command::new(env.itest_binary());
-    cmd.arg("workload");
-    for (dir, flavor) in cg.controllers.values() {
-        if *flavor == Flavor::V1 {
-            cmd.arg("--join").arg(dir.join("cgroup.procs"));
-        }
+    Running::start(env.workload_joining(CT, &["forks", &ATTEMPTS.to_string()])?)
+}
+
+/// tallyd running, and container CT with numproc 20:20; returns tallyd's ready line.
+fn container_with_limit(env: &mut Env) -> Result<String> {
+    let ready = env.start_tallyd()?;
+    let out = env.tally(&["set", CT, "--numproc", "20:20"])?;
+    if !out.status.success() {
+        bail!("tally set failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    cmd.arg("--join")
-        .arg(cg.unified.join("cgroup.procs"))
-        .args(["forks", &ATTEMPTS.to_string()]);
-    Running::start(cmd)
+    Ok(ready)
 }
 
 /// What every storm in a fresh 20:20 container must show: the workload itself plus 19
@@ -113,13 +112,7 @@ fn check_storm(storm: &Storm) -> Result<()> {
 }
 
 fn limit_is_enforced(env: &mut Env) -> Outcome {
-    try_or_fail!(env.start_tallyd(), "starting tallyd");
-    let out = try_or_fail!(env.tally(&["set", CT, "--numproc", "20:20"]), "tally set");
-    check!(
-        out.status.success(),
-        "tally set failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    try_or_fail!(container_with_limit(env), "setting up");
     let idle = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "reading numproc");
     check!(
         idle.held == 0 && idle.barrier == LIMIT && idle.limit == LIMIT,
@@ -153,13 +146,7 @@ fn limit_is_enforced(env: &mut Env) -> Outcome {
 }
 
 fn survives_tallyd(env: &mut Env) -> Outcome {
-    try_or_fail!(env.start_tallyd(), "starting tallyd");
-    let out = try_or_fail!(env.tally(&["set", CT, "--numproc", "20:20"]), "tally set");
-    check!(
-        out.status.success(),
-        "tally set failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    try_or_fail!(container_with_limit(env), "setting up");
     let first = try_or_fail!(storm_through_tally_exec(env), "first storm");
     let first = try_or_fail!(first.release(), "ending the first storm");
     try_or_fail!(check_storm(&first), "first storm");
@@ -211,16 +198,10 @@ fn survives_tallyd(env: &mut Env) -> Outcome {
 /// In the full tier no cgroup controller limits the container: the EAGAINs must come from
 /// lsm/task_alloc, which counts them in the BPF row itself.
 fn lsm_refuses(env: &mut Env) -> Outcome {
-    let ready = try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let ready = try_or_fail!(container_with_limit(env), "setting up");
     if !ready.contains("tier=full") {
         return Outcome::Skip(format!("needs the full tier (BPF LSM); tallyd says: {ready}"));
     }
-    let out = try_or_fail!(env.tally(&["set", CT, "--numproc", "20:20"]), "tally set");
-    check!(
-        out.status.success(),
-        "tally set failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let cg = try_or_fail!(env.cgroup(CT), "cgroup");
     let pids_max = std::fs::read_to_string(cg.unified.join("pids.max")).unwrap_or_else(|_| "absent".into());
     check!(

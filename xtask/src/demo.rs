@@ -53,7 +53,7 @@ fn show(bins: &Path, socket: &Path) -> Result<()> {
             .env("TALLY_SOCKET", socket)
             .status()?;
     }
-    println!("\n(the storm's sleeps are still running: held is at the limit, failcnt counts the refusals)");
+    println!("\n(the storms' sleeps still run and are held; maxheld shows the peak stopped at the limit; failcnt counts every refused fork)");
     tally(bins, socket, &["ubc", "101"])?;
     std::thread::sleep(Duration::from_secs(4));
     println!("\n(4 s later, everything has exited: held is back to 0, maxheld keeps the peak)");

@@ -8,7 +8,10 @@ use std::{
 };
 
 use aya::{
-    programs::{links::FdLink, BtfTracePoint, FEntry, Lsm},
+    programs::{
+        links::{FdLink, PinnedLink},
+        loaded_links, BtfTracePoint, FEntry, Lsm,
+    },
     Btf, EbpfLoader,
 };
 use tally_common::map_name;
@@ -43,19 +46,33 @@ enum Hook {
     FEntry(&'static str),
 }
 
+/// Which way a program moves the counters; decides the order of detaching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Charge,
+    Uncharge,
+}
+
 /// A program of the object (by function name) and the hook it attaches to.
 struct ProgramSpec {
     name: &'static str,
     hook: Hook,
+    side: Side,
 }
 
 impl ProgramSpec {
     /// A program named after its hook (the house style: `fn task_alloc` for lsm/task_alloc).
-    const fn new(hook: Hook) -> ProgramSpec {
+    const fn new(side: Side, hook: Hook) -> ProgramSpec {
         let name = match hook {
             Hook::Lsm(n) | Hook::TpBtf(n) | Hook::FEntry(n) => n,
         };
-        ProgramSpec { name, hook }
+        ProgramSpec { name, hook, side }
+    }
+    const fn charge(hook: Hook) -> ProgramSpec {
+        ProgramSpec::new(Side::Charge, hook)
+    }
+    const fn uncharge(hook: Hook) -> ProgramSpec {
+        ProgramSpec::new(Side::Uncharge, hook)
     }
 }
 
@@ -64,18 +81,18 @@ impl ProgramSpec {
 /// charged tasks that were never released (forks that failed after task_alloc). The
 /// programs' own docs say more.
 const FULL: &[ProgramSpec] = &[
-    ProgramSpec::new(Hook::Lsm("task_alloc")),
-    ProgramSpec::new(Hook::Lsm("task_free")),
-    ProgramSpec::new(Hook::TpBtf("cgroup_attach_task")),
-    ProgramSpec::new(Hook::FEntry("release_task")),
+    ProgramSpec::charge(Hook::Lsm("task_alloc")),
+    ProgramSpec::uncharge(Hook::Lsm("task_free")),
+    ProgramSpec::charge(Hook::TpBtf("cgroup_attach_task")),
+    ProgramSpec::uncharge(Hook::FEntry("release_task")),
 ];
 
 /// Fallback tier: the same accounting from tracepoints; the pids controller refuses.
 const FALLBACK: &[ProgramSpec] = &[
-    ProgramSpec::new(Hook::TpBtf("sched_process_fork")),
-    ProgramSpec::new(Hook::TpBtf("sched_process_exit")),
-    ProgramSpec::new(Hook::TpBtf("sched_process_free")),
-    ProgramSpec::new(Hook::TpBtf("cgroup_attach_task")),
+    ProgramSpec::charge(Hook::TpBtf("sched_process_fork")),
+    ProgramSpec::uncharge(Hook::TpBtf("sched_process_exit")),
+    ProgramSpec::uncharge(Hook::TpBtf("sched_process_free")),
+    ProgramSpec::charge(Hook::TpBtf("cgroup_attach_task")),
 ];
 
 const PINNED_MAPS: [&str; 4] = [
@@ -167,21 +184,65 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier) -> Result<Attach, KernelErr
     Ok(Attach::Fresh)
 }
 
-/// Detaches everything of this instance and forgets its counters: removes the link pins
-/// (the programs go when their last reference does) and the map pins.
+/// Detaches everything of this instance and forgets its counters. Charging programs go
+/// first and are waited for (the kernel frees a link asynchronously): the other order would
+/// leave a window in which tasks are charged and never uncharged.
 pub fn unpin_all(pins: &PinLayout) -> Result<(), KernelError> {
-    for sub in ["links", "maps"] {
-        let dir = pins.root.join(sub);
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
+    let links = pins.root.join("links");
+    let mut present: Vec<PathBuf> = match fs::read_dir(&links) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+        Err(_) => vec![],
+    };
+    let side_of = |path: &Path| {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        FULL.iter()
+            .chain(FALLBACK)
+            .find(|s| s.name == name)
+            .map_or(Side::Charge, |s| s.side)
+    };
+    for side in [Side::Charge, Side::Uncharge] {
+        let (now, later): (Vec<PathBuf>, Vec<PathBuf>) = present.into_iter().partition(|p| side_of(p) == side);
+        present = later;
+        detach_and_wait(&now)?;
+    }
+    let _ = fs::remove_dir(&links);
+    let maps = pins.root.join("maps");
+    if let Ok(entries) = fs::read_dir(&maps) {
         for entry in entries.flatten() {
             remove_file(&entry.path())?;
         }
-        let _ = fs::remove_dir(&dir);
     }
+    let _ = fs::remove_dir(&maps);
     let _ = fs::remove_dir(&pins.root);
     Ok(())
+}
+
+/// Removes the link pins and waits until the kernel has released those links.
+fn detach_and_wait(pinned: &[PathBuf]) -> Result<(), KernelError> {
+    let mut ids = Vec::new();
+    for path in pinned {
+        if let Ok(link) = PinnedLink::from_pin(path) {
+            if let Ok(info) = FdLink::from(link).info() {
+                ids.push(info.id());
+            }
+        }
+        remove_file(path)?;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let alive = loaded_links().flatten().any(|l| ids.contains(&l.id()));
+        if !alive {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(KernelError::Io {
+        path: pinned.first().cloned().unwrap_or_default(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "links still attached 10 s after unpinning",
+        ),
+    })
 }
 
 fn remove_file(path: &Path) -> Result<(), KernelError> {
