@@ -43,9 +43,9 @@ fn fork(args: &[String]) -> Result<()> {
     cleanup?;
     let ratio = median(&with) / median(&without);
     let status = if ratio <= TARGET { "met" } else { "missed" };
-    println!("bench: fork_exit_wait_{tier}_with_programs = {:.0} ns", median(&with));
     println!(
-        "bench: fork_exit_wait_{tier}_without_programs = {:.0} ns",
+        "fork+exit+wait, {tier} tier, median of {rounds} rounds x {per_round}: {:.0} ns with tally's programs, {:.0} ns without",
+        median(&with),
         median(&without)
     );
     println!("bench: fork_exit_wait_{tier}_ratio = {ratio:.3} x (target <= {TARGET}: {status})");
