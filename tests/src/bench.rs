@@ -64,7 +64,8 @@ fn measure(env: &Env, tier: Tier, rounds: usize, per_round: u64) -> Result<(Vec<
         let pins = env.instance.pins();
         if attached {
             programs::ensure_bpffs()?;
-            programs::ensure_attached(&pins, tier)?;
+            let layout = tally::cgroup::Layout::detect()?;
+            programs::ensure_attached(&pins, tier, &env.instance.cgroup_parent(&layout)?)?;
             Host::open(env.instance.clone(), tier)?.apply(&ct, &config)?;
         } else {
             // Returns once the kernel has released the links.

@@ -88,11 +88,23 @@ impl Default for Limits {
     }
 }
 
+/// Key of the `charges` map: one charged object (a task, a file, a socket) for one row. An
+/// object may be charged for several rows (a ptmx file: numfile and numpty).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChargeKey {
+    /// The kernel object's address (task_struct, file, sock) or a socket cookie.
+    pub object: u64,
+    pub resource: u32,
+    pub _pad: u32,
+}
+
 /// Indices of the `stats` per-CPU array: things that went wrong inside programs, exported so
 /// that a silent accounting gap shows up as a number.
 pub mod stat {
-    /// A charge could not be recorded because the `task_charges` map was full.
-    pub const TASK_MAP_FULL: u32 = 0;
+    /// A charge could not be recorded because the `charges` map was full (the charge was
+    /// undone and, where the hook can, refused).
+    pub const CHARGE_MAP_FULL: u32 = 0;
     /// An uncharge found no counters row (the container was removed while objects lived).
     pub const UNCHARGE_ORPHAN: u32 = 1;
     pub const COUNT: u32 = 2;
@@ -102,26 +114,29 @@ pub mod stat {
 pub mod map_name {
     pub const COUNTERS: &str = "counters";
     pub const LIMITS: &str = "limits";
-    pub const TASK_CHARGES: &str = "task_charges";
+    pub const CHARGES: &str = "charges";
     pub const STATS: &str = "stats";
 }
 
 /// Capacity of the maps keyed by container (cgroup id).
 pub const MAX_CONTAINERS: u32 = 8192;
-/// Capacity of `task_charges`: tasks alive in all containers together.
-pub const MAX_CHARGED_TASKS: u32 = 131072;
+/// Capacity of `charges`: charged objects (tasks, files, sockets, locks, ptys) alive in all
+/// containers together.
+pub const MAX_CHARGED_OBJECTS: u32 = 262144;
 
 const _: () = assert!(core::mem::size_of::<Counter>() == 24);
 const _: () = assert!(core::mem::size_of::<Limit>() == 16);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24 * RESOURCE_COUNT);
 const _: () = assert!(core::mem::size_of::<Limits>() == 16 * RESOURCE_COUNT);
+const _: () = assert!(core::mem::size_of::<ChargeKey>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are #[repr(C)] structs of u64 fields only (sizes asserted above), so
+    // SAFETY: all are #[repr(C)] structs of u64/u32 fields with explicit padding (sizes asserted above), so
     // every bit pattern is valid and there is no padding.
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::Limit {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::Limits {}
+    unsafe impl aya::Pod for super::ChargeKey {}
 }

@@ -3,11 +3,11 @@
 //! `failcnt`; `maxheld` moves only on success. Cgroups without a `limits` row are not
 //! containers and are never charged.
 
-use tally_common::{Counter, RESOURCE_COUNT};
+use tally_common::{stat, ChargeKey, Counter, RESOURCE_COUNT};
 
 use crate::{
     atomic,
-    maps::{COUNTERS, LIMITS},
+    maps::{bump_stat, CHARGES, COUNTERS, LIMITS},
 };
 
 /// How strictly a charge is checked (OpenVZ's UB_HARD / UB_FORCE; soft charges, checked
@@ -79,4 +79,56 @@ pub fn uncharge(cgid: u64, res: usize, amount: u64) -> bool {
     // SAFETY: as in `charge`.
     atomic::sub(unsafe { core::ptr::addr_of_mut!((*row).held) }, amount);
     true
+}
+
+const BPF_NOEXIST: u64 = 1;
+
+fn key(object: u64, res: usize) -> ChargeKey {
+    ChargeKey { object, resource: res as u32, _pad: 0 }
+}
+
+/// Whether `object` is charged for `res` already (a file locked twice holds one lock charge).
+#[inline(always)]
+pub fn is_charged(object: u64, res: usize) -> bool {
+    CHARGES.get_ptr(key(object, res)).is_some()
+}
+
+/// Charges one `res` to container `cgid` for `object` and remembers it, so that
+/// `uncharge_object` gives it back to `cgid` whoever frees the object. When the record
+/// cannot be kept (map full) the charge is undone and reported as refused: a container must
+/// never hold what tally could not give back.
+#[inline(always)]
+pub fn charge_object(object: u64, res: usize, cgid: u64, strictness: Strictness) -> Charge {
+    match charge(cgid, res, 1, strictness) {
+        Charge::Charged => {
+            if CHARGES.insert(key(object, res), cgid, BPF_NOEXIST).is_err() {
+                bump_stat(stat::CHARGE_MAP_FULL);
+                uncharge(cgid, res, 1);
+                return Charge::Refused;
+            }
+            Charge::Charged
+        }
+        other => other,
+    }
+}
+
+/// Gives back what `object` holds of `res`, to the container recorded at charge time.
+#[inline(always)]
+pub fn uncharge_object(object: u64, res: usize) {
+    let k = key(object, res);
+    // SAFETY: the value is a plain u64 copied out at once.
+    let Some(cgid) = (unsafe { CHARGES.get(k) }).copied() else {
+        return;
+    };
+    let _ = CHARGES.remove(k);
+    if !uncharge(cgid, res, 1) {
+        bump_stat(stat::UNCHARGE_ORPHAN);
+    }
+}
+
+/// The container `object` is charged to for `res`, if any.
+#[inline(always)]
+pub fn charged_to(object: u64, res: usize) -> Option<u64> {
+    // SAFETY: the value is a plain u64 copied out at once.
+    unsafe { CHARGES.get(key(object, res)) }.copied()
 }

@@ -12,6 +12,12 @@ static CGROUP_ROOT_OFFSET: u64 = 0;
 static KERNFS_NODE_ID_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static CGROUP_ROOT_HIERARCHY_ID_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static SOCKET_SK_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static FILE_F_INODE_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static INODE_I_RDEV_OFFSET: u64 = 0;
 
 #[inline(always)]
 fn offset(global: &'static u64) -> u64 {
@@ -38,4 +44,17 @@ pub fn dfl_cgroup_id(cgrp: u64) -> Option<u64> {
     }
     let kn: u64 = read(cgrp, offset(&CGROUP_KN_OFFSET))?;
     read(kn, offset(&KERNFS_NODE_ID_OFFSET))
+}
+
+/// `sock->sk` of a struct socket.
+#[inline(always)]
+pub fn socket_sk(sock: u64) -> Option<u64> {
+    read::<u64>(sock, offset(&SOCKET_SK_OFFSET)).filter(|sk| *sk != 0)
+}
+
+/// `file->f_inode->i_rdev`: the device number of a device file (0 for others).
+#[inline(always)]
+pub fn file_rdev(file: u64) -> Option<u32> {
+    let inode: u64 = read(file, offset(&FILE_F_INODE_OFFSET))?;
+    read(inode, offset(&INODE_I_RDEV_OFFSET))
 }

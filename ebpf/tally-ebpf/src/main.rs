@@ -1,7 +1,7 @@
 //! tally's eBPF programs: per-container beancounters keyed by cgroup2 id.
 //!
 //! `lsm/` enforces (full tier: BPF LSM), `trace/` only accounts (fallback tier, where the
-//! cgroup controllers refuse), `probe` holds the tiny programs `tally check` loads to learn
+//! cgroup controllers refuse), `cgroup/` runs attached to each container's cgroup, `probe` holds the tiny programs `tally check` loads to learn
 //! what this kernel allows. `charge` is the one place where OpenVZ's charge semantics live.
 #![no_std]
 #![no_main]
@@ -9,6 +9,7 @@
 #![allow(internal_features)]
 
 mod atomic;
+mod cgroup;
 mod charge;
 mod kernel;
 mod lsm;

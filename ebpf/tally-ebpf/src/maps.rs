@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray},
 };
-use tally_common::{stat, Counters, Limits, MAX_CHARGED_TASKS, MAX_CONTAINERS};
+use tally_common::{stat, ChargeKey, Counters, Limits, MAX_CHARGED_OBJECTS, MAX_CONTAINERS};
 
 /// cgroup2 id -> every row's held/maxheld/failcnt. Written by programs (atomically);
 /// userspace creates the zeroed row when it registers a container.
@@ -17,10 +17,10 @@ pub static COUNTERS: HashMap<u64, Counters> = HashMap::with_max_entries(MAX_CONT
 #[map(name = "limits")]
 pub static LIMITS: HashMap<u64, Limits> = HashMap::with_max_entries(MAX_CONTAINERS, 0);
 
-/// task_struct address -> cgroup2 id charged for it, so that the free side (which runs in
-/// whatever context drops the last reference) uncharges the container that was charged.
-#[map(name = "task_charges")]
-pub static TASK_CHARGES: HashMap<u64, u64> = HashMap::with_max_entries(MAX_CHARGED_TASKS, 0);
+/// (object, row) -> cgroup2 id charged for it, so that the free side (which runs in whatever
+/// context drops the last reference) uncharges the container that was charged.
+#[map(name = "charges")]
+pub static CHARGES: HashMap<ChargeKey, u64> = HashMap::with_max_entries(MAX_CHARGED_OBJECTS, 0);
 
 /// Failure counters (see tally_common::stat), per CPU.
 #[map(name = "stats")]

@@ -10,6 +10,7 @@ use std::{path::PathBuf, sync::Arc};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use tally::{
+    cgroup::Layout,
     ct::{Host, Instance},
     kernel::{probe, programs, Tier},
 };
@@ -46,8 +47,10 @@ fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     let instance = Instance::new(&args.instance, &args.root)?;
+    let layout = Layout::detect()?;
     if args.unload {
         programs::unpin_all(&instance.pins())?;
+        instance.remove_cgroup_parents(&layout);
         log::info!("removed {}", instance.pins().root.display());
         return Ok(());
     }
@@ -64,7 +67,7 @@ fn main() -> Result<()> {
     };
     log::info!("tier {tier}: {}", report.reason);
     programs::ensure_bpffs().context("mounting bpffs")?;
-    let attach = programs::ensure_attached(&instance.pins(), tier)?;
+    let attach = programs::ensure_attached(&instance.pins(), tier, &instance.cgroup_parent(&layout)?)?;
     log::info!("programs {attach:?} at {}", instance.pins().root.display());
 
     let mut host = Host::open(instance, tier)?;

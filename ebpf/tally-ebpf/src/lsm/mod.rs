@@ -1,2 +1,4 @@
-//! Full tier: BPF LSM hooks that charge and refuse.
+//! Full tier: BPF LSM hooks that charge and refuse, one module per object kind.
+mod file;
+mod sock;
 mod task;

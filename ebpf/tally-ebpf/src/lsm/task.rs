@@ -1,15 +1,14 @@
 //! numproc: every task (process or thread) a container creates is charged at task_alloc and
-//! uncharged at task_free, to the container recorded at charge time.
+//! uncharged when it is reaped, to the container recorded at charge time.
 
 use aya_ebpf::{
     helpers::bpf_get_current_cgroup_id,
     macros::{fentry, lsm},
     programs::{FEntryContext, LsmContext},
 };
-use tally_common::res;
+use tally_common::res::NUMPROC;
 
-use crate::charge::{charge, Charge, Strictness};
-use crate::trace::task::{record_task_charge, uncharge_task};
+use crate::charge::{charge_object, uncharge_object, Charge, Strictness};
 
 const EAGAIN: i32 = 11;
 
@@ -27,30 +26,28 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
     if previous != 0 {
         return Err(previous);
     }
-    let task: u64 = ctx.arg(0);
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge(cgid, res::NUMPROC, 1, Strictness::Hard) {
-        Charge::NotContainer => Ok(0),
+    match charge_object(ctx.arg(0), NUMPROC, cgid, Strictness::Hard) {
         Charge::Refused => Err(-EAGAIN),
-        Charge::Charged => record_task_charge(task, cgid).map(|()| 0).map_err(|()| -EAGAIN),
+        Charge::NotContainer | Charge::Charged => Ok(0),
     }
 }
 
-/// security_task_free(task): also runs for a task whose task_alloc was refused (then
-/// nothing was recorded and nothing is uncharged).
+/// security_task_free(task): the safety net for tasks charged at task_alloc but never
+/// released (a fork that failed after the charge). Also runs for a task whose task_alloc
+/// was refused; then nothing was recorded and nothing is uncharged.
 #[lsm(hook = "task_free")]
 pub fn task_free(ctx: LsmContext) -> i32 {
-    uncharge_task(ctx.arg(0));
+    uncharge_object(ctx.arg(0), NUMPROC);
     0
 }
 
 /// release_task(task): the task is reaped, the moment the pids controller uncharges too.
 /// task_free runs an RCU grace period later (seconds with lazy RCU): uncharging only there
-/// would refuse forks for tasks long gone. task_free stays as the safety net for tasks charged
-/// at task_alloc but never released (a fork that failed after the charge).
+/// would refuse forks for tasks long gone.
 #[fentry(function = "release_task")]
 pub fn release_task(ctx: FEntryContext) -> u32 {
-    uncharge_task(ctx.arg(0));
+    uncharge_object(ctx.arg(0), NUMPROC);
     0
 }

@@ -1,38 +1,12 @@
-//! numproc accounting without LSM: the pids controller refuses, these tracepoints keep
-//! held/maxheld in the same rows. The task-charge record is shared with lsm::task.
+//! numproc accounting shared by both tiers (the attach charge, the safety-net free) and the
+//! fallback tier's fork/exit accounting (there the pids controller refuses).
 
 use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::btf_tracepoint, programs::BtfTracePointContext};
-use tally_common::{res, stat};
+use tally_common::res::NUMPROC;
 
-use crate::charge::{charge, uncharge, Charge, Strictness};
+use crate::charge::{charge_object, charged_to, uncharge_object, Strictness};
 use crate::kernel::dfl_cgroup_id;
-use crate::maps::{bump_stat, LIMITS, TASK_CHARGES};
-
-const BPF_NOEXIST: u64 = 1;
-
-/// Remembers which container `task` was charged to; on failure the charge is undone, so a
-/// container can never hold tasks that tally could not uncharge later.
-#[inline(always)]
-pub fn record_task_charge(task: u64, cgid: u64) -> Result<(), ()> {
-    if TASK_CHARGES.insert(task, cgid, BPF_NOEXIST).is_err() {
-        bump_stat(stat::TASK_MAP_FULL);
-        uncharge(cgid, res::NUMPROC, 1);
-        return Err(());
-    }
-    Ok(())
-}
-
-#[inline(always)]
-pub fn uncharge_task(task: u64) {
-    // SAFETY: the value is a plain u64 copied out at once.
-    let Some(cgid) = (unsafe { TASK_CHARGES.get(task) }).copied() else {
-        return;
-    };
-    let _ = TASK_CHARGES.remove(task);
-    if !uncharge(cgid, res::NUMPROC, 1) {
-        bump_stat(stat::UNCHARGE_ORPHAN);
-    }
-}
+use crate::maps::LIMITS;
 
 /// sched_process_fork(parent, child): runs in the parent after a successful fork.
 #[btf_tracepoint(function = "sched_process_fork")]
@@ -40,9 +14,18 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    if let Charge::Charged = charge(cgid, res::NUMPROC, 1, Strictness::Force) {
-        let _ = record_task_charge(child, cgid);
-    }
+    charge_object(child, NUMPROC, cgid, Strictness::Force);
+    0
+}
+
+/// sched_process_exit(task): the task has exited. Threads and auto-reaped tasks are released
+/// right after; a zombie leader is uncharged before its parent reaps it. The fallback tier
+/// uncharges here because the free side runs an RCU grace period later (seconds with lazy
+/// RCU), which would count long-gone tasks; the pids controller, which refuses in this tier,
+/// still counts zombies.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    uncharge_object(ctx.arg(0), NUMPROC);
     0
 }
 
@@ -57,30 +40,16 @@ pub fn cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     let task: u64 = ctx.arg(2);
-    // SAFETY: the value is a plain u64 copied out at once.
-    let previous = unsafe { TASK_CHARGES.get(task) }.copied();
+    let previous = charged_to(task, NUMPROC);
     if previous == Some(dst) {
         return 0;
     }
     if previous.is_some() {
-        uncharge_task(task);
+        uncharge_object(task, NUMPROC);
     }
     if LIMITS.get_ptr(dst).is_some() {
-        if let Charge::Charged = charge(dst, res::NUMPROC, 1, Strictness::Force) {
-            let _ = record_task_charge(task, dst);
-        }
+        charge_object(task, NUMPROC, dst, Strictness::Force);
     }
-    0
-}
-
-/// sched_process_exit(task): the task has exited. Threads and auto-reaped tasks are released
-/// right after; a zombie leader is uncharged before its parent reaps it. The fallback tier
-/// uncharges here because the free side runs an RCU grace period later (seconds with lazy
-/// RCU), which would count long-gone tasks; the pids controller, which refuses in this tier,
-/// still counts zombies.
-#[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
-    uncharge_task(ctx.arg(0));
     0
 }
 
@@ -88,6 +57,6 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
 /// tasks that never passed sched_process_exit.
 #[btf_tracepoint(function = "sched_process_free")]
 pub fn sched_process_free(ctx: BtfTracePointContext) -> i32 {
-    uncharge_task(ctx.arg(0));
+    uncharge_object(ctx.arg(0), NUMPROC);
     0
 }

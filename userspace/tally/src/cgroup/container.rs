@@ -111,8 +111,8 @@ impl ContainerCgroup {
         Ok(keyed_value(&text, "max").unwrap_or(0))
     }
 
-    /// Kills every process in the container and removes its directories (and the parent when
-    /// it is left empty). Safe to call on a partly created or already removed container.
+    /// Kills every process in the container and removes its directories (the instance's
+    /// parent stays). Safe to call on a partly created or already removed container.
     pub fn destroy(&self) -> Result<(), CgroupError> {
         if self.unified.is_dir() {
             self.kill_all()?;
@@ -123,11 +123,6 @@ impl ContainerCgroup {
         dirs.dedup();
         for dir in dirs {
             rmdir_retrying(dir)?;
-            if let Some(parent) = dir.parent() {
-                // The parent is shared by every container of the instance: remove it only
-                // when this was the last one (ENOTEMPTY/EBUSY otherwise, which is fine).
-                let _ = fs::remove_dir(parent);
-            }
         }
         Ok(())
     }

@@ -52,6 +52,20 @@ impl Instance {
     pub fn config_path(&self, ct: &CtId) -> PathBuf {
         self.config_dir().join(format!("{ct}.conf"))
     }
+
+    /// The instance's cgroup2 directory: parent of its containers, where cgroup programs
+    /// attach. It outlives its containers (removing it would detach those programs).
+    pub fn cgroup_parent(&self, layout: &Layout) -> Result<PathBuf, CgroupError> {
+        Ok(layout.unified()?.join(&self.name))
+    }
+
+    /// Removes the instance's (empty) parent directories on every hierarchy; for unloading.
+    pub fn remove_cgroup_parents(&self, layout: &Layout) {
+        let v1 = layout.controllers.values().map(|(mount, _)| mount.join(&self.name));
+        for dir in v1.chain(layout.unified.iter().map(|u| u.join(&self.name))) {
+            let _ = fs::remove_dir(dir);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -43,9 +43,22 @@ pub fn describe_program_error(e: &aya::programs::ProgramError) -> String {
         ProgramError::SyscallError(s) => Some(&s.io_error),
         _ => None,
     };
-    match io.and_then(|io| io.raw_os_error()) {
+    let summary = match io.and_then(|io| io.raw_os_error()) {
         Some(errno) => format!("{} ({})", errno_name(errno), nix::errno::Errno::from_raw(errno).desc()),
         None => e.to_string(),
+    };
+    // The verifier's last words say why a program was rejected.
+    match e {
+        ProgramError::LoadError { verifier_log, .. } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).rev().take(3).collect();
+            if tail.is_empty() {
+                summary
+            } else {
+                format!("{summary}; verifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+            }
+        }
+        _ => summary,
     }
 }
 

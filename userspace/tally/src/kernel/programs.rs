@@ -10,7 +10,7 @@ use std::{
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
-        loaded_links, BtfTracePoint, FEntry, Lsm,
+        loaded_links, BtfTracePoint, CgroupAttachMode, CgroupSock, FEntry, Lsm,
     },
     Btf, EbpfLoader,
 };
@@ -44,6 +44,9 @@ enum Hook {
     Lsm(&'static str),
     TpBtf(&'static str),
     FEntry(&'static str),
+    /// A cgroup/sock program (its section gives the attach type), attached to the instance's
+    /// parent cgroup2 directory, which every container inherits.
+    CgroupSock(&'static str),
 }
 
 /// Which way a program moves the counters; decides the order of detaching.
@@ -64,7 +67,7 @@ impl ProgramSpec {
     /// A program named after its hook (the house style: `fn task_alloc` for lsm/task_alloc).
     const fn new(side: Side, hook: Hook) -> ProgramSpec {
         let name = match hook {
-            Hook::Lsm(n) | Hook::TpBtf(n) | Hook::FEntry(n) => n,
+            Hook::Lsm(n) | Hook::TpBtf(n) | Hook::FEntry(n) | Hook::CgroupSock(n) => n,
         };
         ProgramSpec { name, hook, side }
     }
@@ -85,6 +88,13 @@ const FULL: &[ProgramSpec] = &[
     ProgramSpec::uncharge(Hook::Lsm("task_free")),
     ProgramSpec::charge(Hook::TpBtf("cgroup_attach_task")),
     ProgramSpec::uncharge(Hook::FEntry("release_task")),
+    ProgramSpec::charge(Hook::Lsm("file_open")),
+    ProgramSpec::charge(Hook::Lsm("file_lock")),
+    ProgramSpec::uncharge(Hook::Lsm("file_free_security")),
+    ProgramSpec::charge(Hook::Lsm("socket_post_create")),
+    ProgramSpec::charge(Hook::Lsm("socket_accept")),
+    ProgramSpec::charge(Hook::Lsm("sock_graft")),
+    ProgramSpec::uncharge(Hook::Lsm("sk_free_security")),
 ];
 
 /// Fallback tier: the same accounting from tracepoints; the pids controller refuses.
@@ -93,12 +103,14 @@ const FALLBACK: &[ProgramSpec] = &[
     ProgramSpec::uncharge(Hook::TpBtf("sched_process_exit")),
     ProgramSpec::uncharge(Hook::TpBtf("sched_process_free")),
     ProgramSpec::charge(Hook::TpBtf("cgroup_attach_task")),
+    ProgramSpec::charge(Hook::CgroupSock("sock_create")),
+    ProgramSpec::uncharge(Hook::CgroupSock("sock_release")),
 ];
 
 const PINNED_MAPS: [&str; 4] = [
     map_name::COUNTERS,
     map_name::LIMITS,
-    map_name::TASK_CHARGES,
+    map_name::CHARGES,
     map_name::STATS,
 ];
 
@@ -118,7 +130,9 @@ pub enum Attach {
 }
 
 /// Makes sure the tier's programs are attached through pinned links and the maps pinned.
-pub fn ensure_attached(pins: &PinLayout, tier: Tier) -> Result<Attach, KernelError> {
+/// `cgroup_parent` is the instance's cgroup2 directory, where cgroup programs attach (made if
+/// missing).
+pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Result<Attach, KernelError> {
     let specs = programs(tier);
     if specs.iter().all(|s| pins.link(s.name).exists()) && PINNED_MAPS.iter().all(|m| pins.map(m).exists()) {
         return Ok(Attach::Adopted);
@@ -148,6 +162,9 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier) -> Result<Attach, KernelErr
     let mut ebpf = loader.load(OBJECT)?;
 
     let btf = Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
+    fs::create_dir_all(cgroup_parent).map_err(|source| KernelError::Io { path: cgroup_parent.to_path_buf(), source })?;
+    let cgroup_dir =
+        fs::File::open(cgroup_parent).map_err(|source| KernelError::Io { path: cgroup_parent.to_path_buf(), source })?;
     for spec in specs {
         let program_err = |message: String| KernelError::Program {
             name: spec.name,
@@ -169,6 +186,17 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier) -> Result<Attach, KernelErr
                 p.load(tp, &btf).map_err(|e| program_err(describe_program_error(&e)))?;
                 let id = p.attach().map_err(|e| program_err(describe_program_error(&e)))?;
                 p.take_link(id).map_err(|e| program_err(e.to_string()))?.into()
+            }
+            Hook::CgroupSock(_) => {
+                let p: &mut CgroupSock = program.try_into().map_err(|e| program_err(format!("{e}")))?;
+                p.load().map_err(|e| program_err(describe_program_error(&e)))?;
+                // A bpf_link attachment takes no flags (the kernel refuses any with EINVAL) and
+                // always coexists with other programs: "Single" is what passes no flags.
+                let id = p
+                    .attach(&cgroup_dir, CgroupAttachMode::Single)
+                    .map_err(|e| program_err(describe_program_error(&e)))?;
+                let link = p.take_link(id).map_err(|e| program_err(e.to_string()))?;
+                FdLink::try_from(link).map_err(|e| program_err(format!("cgroup link cannot be pinned: {e}")))?
             }
             Hook::FEntry(function) => {
                 let p: &mut FEntry = program.try_into().map_err(|e| program_err(format!("{e}")))?;

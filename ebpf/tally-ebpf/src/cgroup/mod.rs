@@ -1,0 +1,2 @@
+//! cgroup BPF programs, attached to each container's cgroup2 directory (both tiers).
+mod sock;

@@ -1,0 +1,42 @@
+//! Fallback tier's socket rows: cgroup/sock_create can refuse inet sockets (the kernel then
+//! returns EPERM) and cgroup/sock_release gives them back. Unix sockets and accepted sockets
+//! do not pass these hooks; the full tier's LSM programs count those.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
+    macros::cgroup_sock,
+    programs::SockContext,
+};
+use tally_common::res::{NUMOTHERSOCK, NUMTCPSOCK};
+
+use crate::charge::{charge_object, uncharge_object, Charge, Strictness};
+
+const SOCK_STREAM: u32 = 1;
+const IPPROTO_TCP: u32 = 6;
+
+/// Return values of cgroup sock programs: 1 lets the socket be, 0 refuses it (EPERM).
+const ALLOW: i32 = 1;
+const REFUSE: i32 = 0;
+
+#[cgroup_sock(sock_create)]
+pub fn sock_create(ctx: SockContext) -> i32 {
+    // SAFETY: ctx.sock is the bpf_sock the kernel hands this program.
+    let (sock_type, protocol) = unsafe { ((*ctx.sock).type_, (*ctx.sock).protocol) };
+    let res = if sock_type == SOCK_STREAM && protocol == IPPROTO_TCP { NUMTCPSOCK } else { NUMOTHERSOCK };
+    // SAFETY: BPF helpers valid in cgroup/sock programs.
+    let (cgid, cookie) = unsafe { (bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.sock as *mut _)) };
+    match charge_object(cookie, res, cgid, Strictness::Hard) {
+        Charge::Refused => REFUSE,
+        _ => ALLOW,
+    }
+}
+
+/// The socket is being closed, in whatever context drops it.
+#[cgroup_sock(sock_release)]
+pub fn sock_release(ctx: SockContext) -> i32 {
+    // SAFETY: a BPF helper valid in cgroup/sock programs.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock as *mut _) };
+    uncharge_object(cookie, NUMTCPSOCK);
+    uncharge_object(cookie, NUMOTHERSOCK);
+    ALLOW
+}

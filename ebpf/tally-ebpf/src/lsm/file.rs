@@ -1,0 +1,83 @@
+//! Rows kept on struct file: numfile (every open file), numpty (ptmx opens) and numflock
+//! (a file holding locks), charged at the hooks that can refuse and uncharged when the file
+//! is freed or unlocked, to the container recorded at charge time.
+
+use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmContext};
+use tally_common::res::{NUMFILE, NUMFLOCK, NUMPTY};
+
+use crate::charge::{charge_object, is_charged, uncharge_object, Charge, Strictness};
+use crate::kernel::file_rdev;
+
+const ENFILE: i32 = 23;
+const ENOSPC: i32 = 28;
+const ENOLCK: i32 = 37;
+/// /dev/ptmx and every devpts ptmx: character device 5:2 (new_encode_dev).
+const PTMX_RDEV: u32 = (5 << 20) | 2;
+const F_UNLCK: u32 = 2;
+
+/// security_file_open(file): every open of a path (exec included); pipes and sockets are
+/// not opened this way and are not numfile.
+#[lsm(hook = "file_open")]
+pub fn file_open(ctx: LsmContext) -> i32 {
+    match try_file_open(&ctx) {
+        Ok(ret) | Err(ret) => ret,
+    }
+}
+
+fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return Err(previous);
+    }
+    let file: u64 = ctx.arg(0);
+    // SAFETY: a BPF helper without preconditions.
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    match charge_object(file, NUMFILE, cgid, Strictness::Hard) {
+        Charge::NotContainer => return Ok(0),
+        Charge::Refused => return Err(-ENFILE),
+        Charge::Charged => {}
+    }
+    if file_rdev(file) == Some(PTMX_RDEV) {
+        if let Charge::Refused = charge_object(file, NUMPTY, cgid, Strictness::Hard) {
+            // The open fails as a whole: its numfile charge goes too.
+            uncharge_object(file, NUMFILE);
+            return Err(-ENOSPC);
+        }
+    }
+    Ok(0)
+}
+
+/// security_file_lock(file, type): flock() and fcntl() locks and unlocks. A file holding any
+/// lock is one numflock; F_UNLCK gives it back (so does the file's release).
+#[lsm(hook = "file_lock")]
+pub fn file_lock(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return previous;
+    }
+    let file: u64 = ctx.arg(0);
+    let lock_type: u32 = ctx.arg(1);
+    if lock_type == F_UNLCK {
+        uncharge_object(file, NUMFLOCK);
+        return 0;
+    }
+    if is_charged(file, NUMFLOCK) {
+        return 0;
+    }
+    // SAFETY: a BPF helper without preconditions.
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    match charge_object(file, NUMFLOCK, cgid, Strictness::Hard) {
+        Charge::Refused => -ENOLCK,
+        _ => 0,
+    }
+}
+
+/// security_file_free(file): the last reference is gone, in whatever context dropped it.
+#[lsm(hook = "file_free_security")]
+pub fn file_free_security(ctx: LsmContext) -> i32 {
+    let file: u64 = ctx.arg(0);
+    uncharge_object(file, NUMFILE);
+    uncharge_object(file, NUMPTY);
+    uncharge_object(file, NUMFLOCK);
+    0
+}
