@@ -19,6 +19,8 @@ use tally::{
 };
 
 pub struct Env {
+    /// The running test's name.
+    pub test: &'static str,
     pub instance: Instance,
     pub socket: PathBuf,
     pub bin_dir: PathBuf,
@@ -26,7 +28,7 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn new(test: &str) -> Result<Env> {
+    pub fn new(test: &'static str) -> Result<Env> {
         let n: u32 = test
             .bytes()
             .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32))
@@ -36,6 +38,7 @@ impl Env {
         std::fs::create_dir_all(&root)?;
         let bin_dir = std::env::current_exe()?.parent().context("exe dir")?.to_path_buf();
         Ok(Env {
+            test,
             socket: root.join("tally.sock"),
             instance: Instance::new(&name, root)?,
             bin_dir,

@@ -8,10 +8,12 @@
 //!        tally-itest bench fork           the fork benchmark (cargo xtask bench fork)
 
 mod bench;
+mod drive;
 mod env;
 mod harness;
 mod numproc;
 mod probe;
+mod rows;
 mod workload;
 
 fn main() {
@@ -25,5 +27,6 @@ fn main() {
     let mut tests = Vec::new();
     tests.extend(probe::tests());
     tests.extend(numproc::tests());
+    tests.extend(rows::tests());
     std::process::exit(harness::run(tests, &filter));
 }

@@ -1,15 +1,11 @@
 //! The numproc slice end to end, in whichever tier tallyd runs: OpenVZ's semantics with
 //! barrier = limit = 20, enforcement that outlives tallyd, and counters a new tallyd adopts.
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Child, Stdio},
-};
-
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tally::ubc::Resource;
 
 use crate::{
+    drive::Driven,
     check,
     env::Env,
     harness::{Outcome, Test},
@@ -50,30 +46,20 @@ struct Storm {
 
 /// A fork storm whose children stay alive until `release`.
 struct Running {
-    child: Child,
+    driven: Driven,
     storm: Storm,
 }
 
 impl Running {
-    fn start(mut cmd: std::process::Command) -> Result<Running> {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the workload")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        let storm = serde_json::from_str(&line).with_context(|| format!("workload said {line:?}"))?;
-        Ok(Running { child, storm })
+    fn start(cmd: std::process::Command) -> Result<Running> {
+        let mut driven = Driven::start(cmd)?;
+        let storm = driven.read()?;
+        Ok(Running { driven, storm })
     }
 
     /// Lets the children exit and reaps the workload; returns what the storm counted.
-    fn release(mut self) -> Result<Storm> {
-        self.child.stdin.take().expect("piped").write_all(b"\n")?;
-        let status = self.child.wait()?;
-        if !status.success() {
-            bail!("workload exited {status}");
-        }
+    fn release(self) -> Result<Storm> {
+        self.driven.finish()?;
         Ok(self.storm)
     }
 }

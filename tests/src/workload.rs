@@ -6,6 +6,13 @@
 //! `{"forked":F,"eagain":E,"other":O}`, wait for a line on stdin, release the children,
 //! reap them, exit 0.
 //!
+//! `workload [--join ...] hold KIND N`: make N objects of KIND (files, flocks, ptys,
+//! tcpsocks, udpsocks, unixsocks), print `{"made":M,"refused":R,"errno":E,"mixed":B}` (E: the
+//! errno of the refusals, B: whether they differed), wait for a line, close them all, exit 0.
+//!
+//! `workload sendsock NAME` / `recvsock NAME`: a UDP socket made by the sender crosses to the
+//! receiver over SCM_RIGHTS on the abstract unix address NAME (see rows.rs).
+//!
 //! `workload [--join ...] forkloop N`: N times fork, _exit in the child, waitpid; prints the
 //! nanoseconds the loop took (the fork benchmark).
 
@@ -41,6 +48,12 @@ pub fn main(args: &[String]) -> i32 {
             Ok(n) => forkloop(n),
             Err(_) => 2,
         },
+        [cmd, kind, n] if cmd == "hold" => match (Kind::parse(kind), n.parse()) {
+            (Some(kind), Ok(n)) => hold(kind, n),
+            _ => 2,
+        },
+        [cmd, name] if cmd == "sendsock" => sendsock(name),
+        [cmd, name] if cmd == "recvsock" => recvsock(name),
         _ => {
             eprintln!("workload: unknown arguments {rest:?}");
             2
@@ -98,5 +111,152 @@ fn forkloop(n: u64) -> i32 {
         }
     }
     println!("{}", start.elapsed().as_nanos());
+    0
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Files,
+    Flocks,
+    Ptys,
+    TcpSocks,
+    UdpSocks,
+    UnixSocks,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "files" => Kind::Files,
+            "flocks" => Kind::Flocks,
+            "ptys" => Kind::Ptys,
+            "tcpsocks" => Kind::TcpSocks,
+            "udpsocks" => Kind::UdpSocks,
+            "unixsocks" => Kind::UnixSocks,
+            _ => return None,
+        })
+    }
+
+    /// Makes one object; its fd, or the errno that refused it.
+    fn make(self, i: usize) -> Result<std::os::fd::OwnedFd, Errno> {
+        use nix::{
+            fcntl::{open, OFlag},
+            sys::{
+                socket::{socket, AddressFamily, SockFlag, SockType},
+                stat::Mode,
+            },
+        };
+        use std::os::fd::FromRawFd;
+        // SAFETY: `open` returned a fresh fd that nothing else owns.
+        let owned = |fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        match self {
+            Kind::Files => open("/dev/null", OFlag::O_RDONLY, Mode::empty()).map(owned),
+            Kind::Ptys => open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty()).map(owned),
+            Kind::Flocks => {
+                let path = format!("/tmp/tally-flock-{}-{i}", std::process::id());
+                let fd = owned(open(path.as_str(), OFlag::O_RDWR | OFlag::O_CREAT, Mode::from_bits_truncate(0o600))?);
+                let _ = std::fs::remove_file(&path);
+                // SAFETY: flock(2) on an fd this process owns.
+                Errno::result(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })?;
+                Ok(fd)
+            }
+            Kind::TcpSocks => socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None),
+            Kind::UdpSocks => socket(AddressFamily::Inet, SockType::Datagram, SockFlag::empty(), None),
+            Kind::UnixSocks => socket(AddressFamily::Unix, SockType::Datagram, SockFlag::empty(), None),
+        }
+    }
+}
+
+fn hold(kind: Kind, n: usize) -> i32 {
+    let mut held = Vec::new();
+    let (mut refused, mut errno, mut mixed) = (0, 0, false);
+    for i in 0..n {
+        match kind.make(i) {
+            Ok(fd) => held.push(fd),
+            Err(e) => {
+                refused += 1;
+                mixed |= errno != 0 && errno != e as i32;
+                errno = e as i32;
+            }
+        }
+    }
+    println!("{{\"made\":{},\"refused\":{refused},\"errno\":{errno},\"mixed\":{mixed}}}", held.len());
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    drop(held);
+    0
+}
+
+fn abstract_addr(name: &str) -> nix::sys::socket::UnixAddr {
+    nix::sys::socket::UnixAddr::new_abstract(name.as_bytes()).expect("abstract address")
+}
+
+fn wait_line() {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+/// Makes a UDP socket here, hands it to `recvsock NAME`, waits for a line, exits.
+fn sendsock(name: &str) -> i32 {
+    use nix::sys::socket::{sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+    let run = || -> nix::Result<()> {
+        let udp = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::empty(), None)?;
+        let unix = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::empty(), None)?;
+        let fds = [udp.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"x")];
+        sendmsg(unix.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), Some(&abstract_addr(name)))?;
+        Ok(())
+    };
+    if let Err(e) = run() {
+        eprintln!("sendsock: {e}");
+        return 1;
+    }
+    println!("{{\"sent\":1}}");
+    let _ = std::io::stdout().flush();
+    wait_line();
+    0
+}
+
+/// Receives the socket of `sendsock NAME`, says so, closes it at the first line, exits at the
+/// second.
+fn recvsock(name: &str) -> i32 {
+    use nix::sys::socket::{bind, recvmsg, socket, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+    let unix = match socket(AddressFamily::Unix, SockType::Datagram, SockFlag::empty(), None)
+        .and_then(|s| bind(s.as_raw_fd(), &abstract_addr(name)).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("recvsock: {e}");
+            return 1;
+        }
+    };
+    println!("{{\"ready\":1}}");
+    let _ = std::io::stdout().flush();
+    let mut buf = [0u8; 8];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let received = match recvmsg::<()>(unix.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()) {
+        Ok(msg) => msg.cmsgs().ok().into_iter().flatten().find_map(|c| match c {
+            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        }),
+        Err(e) => {
+            eprintln!("recvsock: {e}");
+            return 1;
+        }
+    };
+    let Some(fd) = received else {
+        eprintln!("recvsock: no fd arrived");
+        return 1;
+    };
+    println!("{{\"received\":1}}");
+    let _ = std::io::stdout().flush();
+    wait_line();
+    // SAFETY: the fd arrived in this process through SCM_RIGHTS; nothing else owns it.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    println!("{{\"closed\":1}}");
+    let _ = std::io::stdout().flush();
+    wait_line();
     0
 }

@@ -31,6 +31,8 @@ enum Cmd {
     Demo,
     /// Benchmarks (ratios against a baseline taken in the same run).
     Bench(bench::Args),
+    /// Boot a VM kernel with tally's binaries in /tally/bin and run a shell command (development).
+    VmRun(test::VmRunArgs),
 }
 
 fn main() -> Result<()> {
@@ -39,6 +41,7 @@ fn main() -> Result<()> {
         Cmd::Test(a) => test::run(a),
         Cmd::Demo => demo::run(),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::VmRun(a) => test::vm_run(a),
     }
 }
 

@@ -226,3 +226,33 @@ fn parse_run(label: String, text: &str) -> TierResult {
         },
     }
 }
+
+#[derive(clap::Args)]
+pub struct VmRunArgs {
+    /// debian-6.1 or debian-6.12.
+    kernel: String,
+    /// The shell command (busybox sh), run in /tmp with tally's binaries on PATH.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// Boots one VM kernel with tally's binaries and runs a command: for looking at what the
+/// full tier does by hand.
+pub fn vm_run(args: VmRunArgs) -> Result<()> {
+    setup::run()?;
+    let bins = build_binaries()?;
+    let cache = root().join("target/tally-vm");
+    let kernels = vm::ensure_kernels(&cache)?;
+    let kernel = kernels.iter().find(|k| k.name == args.kernel).context("no such VM kernel")?;
+    let payload = vm::Payload {
+        files: ["tally-itest", "tally", "tallyd"].iter().map(|b| (bins.join(b), format!("/tally/bin/{b}"))).collect(),
+        modules: vec![],
+        command: format!("cd /tmp; export PATH=/tally/bin:$PATH; {}", args.command.join(" ")),
+    };
+    let initramfs = cache.join(format!("{}-vm-run.cpio.gz", kernel.name));
+    vm::build_initramfs(kernel, &payload, &initramfs)?;
+    let b = vm::boot(kernel, &initramfs, 2048, Duration::from_secs(1200), &cache.join("vm-run-console.log"))?;
+    print!("{}", b.output);
+    println!("(exit {:?})", b.exit_code);
+    Ok(())
+}

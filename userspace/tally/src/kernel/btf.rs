@@ -56,17 +56,41 @@ impl KernelBtf {
     }
 }
 
+/// Every offset global of the programs (ebpf/tally-ebpf/src/kernel.rs): (global, struct,
+/// member). A unit test checks that this list and the programs' globals are the same set: a
+/// global left out would silently stay 0 and the programs would read the wrong field.
+pub const OFFSET_GLOBALS: &[(&str, &str, &str)] = &[
+    ("CGROUP_KN_OFFSET", "cgroup", "kn"),
+    ("CGROUP_ROOT_OFFSET", "cgroup", "root"),
+    ("KERNFS_NODE_ID_OFFSET", "kernfs_node", "id"),
+    ("CGROUP_ROOT_HIERARCHY_ID_OFFSET", "cgroup_root", "hierarchy_id"),
+    ("SOCKET_SK_OFFSET", "socket", "sk"),
+    ("FILE_F_INODE_OFFSET", "file", "f_inode"),
+    ("INODE_I_RDEV_OFFSET", "inode", "i_rdev"),
+];
+
 /// The offsets the programs need, by the global's name in the object.
 pub fn program_offsets(btf: &KernelBtf) -> Result<Vec<(&'static str, u64)>, KernelError> {
-    Ok(vec![
-        ("CGROUP_KN_OFFSET", btf.member_offset("cgroup", "kn")?),
-        ("CGROUP_ROOT_OFFSET", btf.member_offset("cgroup", "root")?),
-        ("KERNFS_NODE_ID_OFFSET", btf.member_offset("kernfs_node", "id")?),
-        (
-            "CGROUP_ROOT_HIERARCHY_ID_OFFSET",
-            btf.member_offset("cgroup_root", "hierarchy_id")?,
-        ),
-    ])
+    OFFSET_GLOBALS.iter().map(|(global, strukt, member)| Ok((*global, btf.member_offset(strukt, member)?))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OFFSET_GLOBALS;
+
+    #[test]
+    fn every_offset_global_of_the_programs_is_filled_in() {
+        let src = include_str!("../../../../ebpf/tally-ebpf/src/kernel.rs");
+        let mut declared: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("static ")?.split(':').next())
+            .filter(|name| name.ends_with("_OFFSET"))
+            .collect();
+        let mut filled: Vec<&str> = OFFSET_GLOBALS.iter().map(|(g, _, _)| *g).collect();
+        declared.sort();
+        filled.sort();
+        assert_eq!(declared, filled);
+    }
 }
 
 // `resolve_name` takes a &dyn BtfType; keep the trait in scope for callers of this module.

@@ -197,32 +197,53 @@ fn probe_programs(btf: &Btf) -> Vec<(String, Check)> {
     out
 }
 
-/// For each row: where its numbers come from on this tier and whether it is enforced.
+/// For each row: where its numbers come from on this tier and whether it is enforced. One
+/// table, so that `tally check` and the code that enforces agree in one place.
 pub fn row_plans(tier: Tier) -> Vec<RowPlan> {
     Resource::ALL
         .iter()
         .filter(|r| !r.is_dummy())
         .map(|r| {
-            let (status, how) = match (r, tier) {
-                (Resource::NumProc, Tier::Full) => (
-                    "enforced",
-                    "BPF LSM task_alloc refuses with EAGAIN over the barrier; uncharged when the task is reaped \
-                     (fentry release_task), task_free as the safety net"
-                        .to_string(),
-                ),
-                (Resource::NumProc, Tier::Fallback) => (
-                    "enforced",
-                    "pids controller refuses (pids.max = limit); held/maxheld from tracepoints (zombies are not \
-                     held: uncharged at exit); failcnt from pids.events"
-                        .to_string(),
-                ),
-                _ => ("not yet", "not implemented yet: shows held 0 and unlimited".to_string()),
-            };
-            RowPlan {
-                resource: r.name().to_string(),
-                status,
-                how,
-            }
+            let (status, how) = row_plan(*r, tier);
+            RowPlan { resource: r.name().to_string(), status, how: how.to_string() }
         })
         .collect()
+}
+
+fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
+    use Resource::*;
+    const NEEDS_LSM: &str = "not kept: needs BPF LSM (the full tier); shows held 0";
+    match (r, tier) {
+        (NumProc, Tier::Full) => (
+            "enforced",
+            "BPF LSM task_alloc refuses with EAGAIN over the barrier; uncharged when the task is reaped (fentry \
+             release_task), task_free as the safety net",
+        ),
+        (NumProc, Tier::Fallback) => (
+            "enforced",
+            "pids controller refuses (pids.max = limit); held/maxheld from tracepoints (zombies are not held: \
+             uncharged at exit); failcnt from pids.events",
+        ),
+        (NumFile, Tier::Full) => {
+            ("enforced", "BPF LSM file_open refuses with ENFILE over the barrier; uncharged at file_free_security")
+        }
+        (NumFlock, Tier::Full) => (
+            "enforced",
+            "BPF LSM file_lock: a file holding locks is one numflock, ENOLCK over the barrier; uncharged at \
+             unlock or file release",
+        ),
+        (NumPty, Tier::Full) => ("enforced", "BPF LSM file_open of /dev/ptmx refuses with ENOSPC over the barrier"),
+        (NumTcpSock | NumOtherSock, Tier::Full) => (
+            "enforced",
+            "BPF LSM socket_post_create (and socket_accept for accepted TCP) refuse with ENOBUFS; uncharged at \
+             sk_free_security",
+        ),
+        (NumTcpSock | NumOtherSock, Tier::Fallback) => (
+            "enforced",
+            "inet sockets only: cgroup/sock_create refuses (the kernel returns EPERM), cgroup/sock_release \
+             uncharges; unix and accepted sockets are not counted",
+        ),
+        (NumFile | NumFlock | NumPty, Tier::Fallback) => ("not kept", NEEDS_LSM),
+        _ => ("not yet", "not implemented yet: shows held 0 and unlimited"),
+    }
 }

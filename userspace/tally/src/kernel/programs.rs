@@ -151,6 +151,7 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
 
     let kernel_btf = KernelBtf::load(Path::new(VMLINUX))?;
     let offsets = program_offsets(&kernel_btf)?;
+    log::debug!("kernel struct offsets: {offsets:?}");
     let map_paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, pins.map(m))).collect();
     let mut loader = EbpfLoader::new();
     for (name, path) in &map_paths {

@@ -1,0 +1,155 @@
+//! Every enforced beancounter row, in whichever tier tallyd runs: a workload in a container
+//! crosses the barrier; the syscall fails with the errno a Linux program expects, failcnt
+//! rises by exactly the number of refusals, held never passes the limit, maxheld is the peak,
+//! and held returns to its idle value once the workload is gone. Plus: an object made in
+//! container A and freed by a process of container B is given back to A.
+
+use anyhow::Result;
+use tally::ubc::{Beancounter, Resource};
+
+use crate::{
+    check,
+    drive::Driven,
+    env::Env,
+    harness::{Outcome, Test},
+    try_or_fail,
+};
+
+/// One row's crossing: `limit` for barrier and limit, `attempts` objects of `kind`, and the
+/// errno each tier refuses with (None: the tier does not enforce the row).
+struct Case {
+    row: Resource,
+    kind: &'static str,
+    limit: u64,
+    attempts: u64,
+    full: i32,
+    fallback: Option<i32>,
+}
+
+const ENFILE: i32 = libc::ENFILE;
+const CASES: &[(&str, Case)] = &[
+    (
+        "numfile_over_the_barrier_fails_with_enfile",
+        Case { row: Resource::NumFile, kind: "files", limit: 40, attempts: 60, full: ENFILE, fallback: None },
+    ),
+    (
+        "numflock_over_the_barrier_fails_with_enolck",
+        Case { row: Resource::NumFlock, kind: "flocks", limit: 10, attempts: 20, full: libc::ENOLCK, fallback: None },
+    ),
+    (
+        "numpty_over_the_barrier_fails_with_enospc",
+        Case { row: Resource::NumPty, kind: "ptys", limit: 4, attempts: 10, full: libc::ENOSPC, fallback: None },
+    ),
+    (
+        "numtcpsock_over_the_barrier_fails_with_enobufs_or_eperm",
+        Case {
+            row: Resource::NumTcpSock,
+            kind: "tcpsocks",
+            limit: 10,
+            attempts: 20,
+            full: libc::ENOBUFS,
+            fallback: Some(libc::EPERM),
+        },
+    ),
+    (
+        "numothersock_udp_over_the_barrier_fails_with_enobufs_or_eperm",
+        Case {
+            row: Resource::NumOtherSock,
+            kind: "udpsocks",
+            limit: 10,
+            attempts: 20,
+            full: libc::ENOBUFS,
+            fallback: Some(libc::EPERM),
+        },
+    ),
+    (
+        "numothersock_unix_over_the_barrier_fails_with_enobufs",
+        Case { row: Resource::NumOtherSock, kind: "unixsocks", limit: 10, attempts: 20, full: libc::ENOBUFS, fallback: None },
+    ),
+];
+
+pub fn tests() -> Vec<Test> {
+    let mut v: Vec<Test> = CASES.iter().map(|(name, _)| Test { name, run: run_case }).collect();
+    v.push(Test { name: "a_socket_made_in_a_and_closed_in_b_is_given_back_to_a", run: crosses_containers });
+    v
+}
+
+const CT: &str = "201";
+
+#[derive(serde::Deserialize, Debug)]
+struct Held {
+    made: u64,
+    refused: u64,
+    errno: i32,
+    mixed: bool,
+}
+
+fn run_case(env: &mut Env) -> Outcome {
+    let case = &CASES.iter().find(|(n, _)| *n == env.test).expect("a case per test").1;
+    let ready = try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let errno = if ready.contains("tier=full") { Some(case.full) } else { case.fallback };
+    let Some(errno) = errno else {
+        return Outcome::Skip(format!("{} ({}) is enforced only in the full tier (BPF LSM)", case.row, case.kind));
+    };
+    let flag = format!("--{}", case.row.name());
+    let value = format!("{0}:{0}", case.limit);
+    let out = try_or_fail!(env.tally(&["set", CT, &flag, &value]), "tally set");
+    check!(out.status.success(), "tally set: {}", String::from_utf8_lossy(&out.stderr));
+    let idle = try_or_fail!(env.ubc_row(CT, case.row), "reading the row");
+
+    let mut cmd = env.tally_command();
+    cmd.args(["exec", CT, "--"]).arg(env.itest_binary()).args(["workload", "hold", case.kind, &case.attempts.to_string()]);
+    let mut w = try_or_fail!(Driven::start(cmd), "starting the workload");
+    let held: Held = try_or_fail!(w.read(), "the workload's count");
+    let during = try_or_fail!(env.ubc_row(CT, case.row), "reading the row during the workload");
+    try_or_fail!(w.finish(), "ending the workload");
+
+    check!(held.refused > 0 && held.made > 0, "the workload should both make and be refused objects: {held:?}");
+    check!(!held.mixed && held.errno == errno, "refusals should all be errno {errno}: {held:?}");
+    check!(during.held == case.limit, "held during the workload should sit at the limit: {during:?}");
+    let after = try_or_fail!(
+        env.wait_row(CT, case.row, "its idle value", |r| r.held == idle.held),
+        "after the workload"
+    );
+    check!(after.maxheld == case.limit, "maxheld should be the peak (the limit): {after:?}");
+    check!(after.failcnt == idle.failcnt + held.refused, "failcnt {} != {} refusals", after.failcnt, held.refused);
+    Outcome::Pass
+}
+
+/// A UDP socket (numothersock, counted in both tiers) made by a process of container A
+/// crosses to a process of container B over SCM_RIGHTS; A's process exits, B closes it: the
+/// socket is freed in B's context and must be given back to A, and never charged to B.
+fn crosses_containers(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    for ct in ["301", "302"] {
+        let out = try_or_fail!(env.tally(&["set", ct, "--numothersock", "100"]), "tally set");
+        check!(out.status.success(), "tally set: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let row = |ct: &str| env.ubc_row(ct, Resource::NumOtherSock);
+    let name = format!("{}-xfer", env.instance.name);
+    let workload = |ct: &str, what: &str| {
+        let mut cmd = env.tally_command();
+        cmd.args(["exec", ct, "--"]).arg(env.itest_binary()).args(["workload", what, &name]);
+        cmd
+    };
+    let mut b = try_or_fail!(Driven::start(workload("302", "recvsock")), "starting B");
+    try_or_fail!(b.read::<serde_json::Value>(), "B getting ready");
+    let b_idle = try_or_fail!(row("302"), "B's row");
+    let mut a = try_or_fail!(Driven::start(workload("301", "sendsock")), "starting A");
+    try_or_fail!(a.read::<serde_json::Value>(), "A sending");
+    try_or_fail!(b.read::<serde_json::Value>(), "B receiving");
+    try_or_fail!(a.finish(), "A exiting");
+
+    // A's process is gone; B holds the socket, which A paid for.
+    let a_row = try_or_fail!(row("301"), "A's row");
+    check!(a_row.held == 1, "A made the socket and still pays for it: {a_row:?}");
+    try_or_fail!(b.go_on(), "B closing");
+    try_or_fail!(b.read::<serde_json::Value>(), "B closed");
+    let a_after = try_or_fail!(env.wait_row("301", Resource::NumOtherSock, "held 0", |r| r.held == 0), "A after");
+    let b_after: Result<Beancounter> = row("302");
+    let b_after = try_or_fail!(b_after, "B's row");
+    check!(b_after.held == b_idle.held && b_after.maxheld == b_idle.maxheld, "B was charged: {b_idle:?} -> {b_after:?}");
+    check!(a_after.maxheld == 1, "A's peak: {a_after:?}");
+    try_or_fail!(b.finish(), "B exiting");
+    Outcome::Pass
+}
