@@ -10,6 +10,9 @@
 //! tcpsocks, udpsocks, unixsocks), print `{"made":M,"refused":R,"errno":E,"mixed":B}` (E: the
 //! errno of the refusals, B: whether they differed), wait for a line, close them all, exit 0.
 //!
+//! `workload hog MB`: allocates and touches MB mebibytes, prints `{"touched":MB}`, waits for a
+//! line, exits (unless the memory controller kills it first).
+//!
 //! `workload sendsock NAME` / `recvsock NAME`: a UDP socket made by the sender crosses to the
 //! receiver over SCM_RIGHTS on the abstract unix address NAME (see rows.rs).
 //!
@@ -51,6 +54,10 @@ pub fn main(args: &[String]) -> i32 {
         [cmd, kind, n] if cmd == "hold" => match (Kind::parse(kind), n.parse()) {
             (Some(kind), Ok(n)) => hold(kind, n),
             _ => 2,
+        },
+        [cmd, mb] if cmd == "hog" => match mb.parse() {
+            Ok(mb) => hog(mb),
+            Err(_) => 2,
         },
         [cmd, name] if cmd == "sendsock" => sendsock(name),
         [cmd, name] if cmd == "recvsock" => recvsock(name),
@@ -258,5 +265,18 @@ fn recvsock(name: &str) -> i32 {
     println!("{{\"closed\":1}}");
     let _ = std::io::stdout().flush();
     wait_line();
+    0
+}
+
+fn hog(mb: usize) -> i32 {
+    let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(mb);
+    for _ in 0..mb {
+        // Touch every page: only resident memory is charged.
+        chunks.push(vec![0x5a; 1 << 20]);
+    }
+    println!("{{\"touched\":{}}}", chunks.len());
+    let _ = std::io::stdout().flush();
+    wait_line();
+    drop(chunks);
     0
 }

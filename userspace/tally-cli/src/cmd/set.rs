@@ -1,4 +1,4 @@
-//! `tally set CTID --numproc 20:20 ...`
+//! `tally set CTID --numproc 20:20 --ram 512M --swap 1G ...`
 
 use tally::api::{Client, ContainerView, ExitCode, SetLimits};
 
@@ -9,19 +9,28 @@ pub struct Args {
     ctid: String,
     #[command(flatten)]
     limits: RowLimits,
+    /// VSwap: the RAM (physpages 0:SIZE), e.g. 512M.
+    #[arg(long, value_name = "SIZE")]
+    ram: Option<String>,
+    /// VSwap: the swap (swappages 0:SIZE), e.g. 1G.
+    #[arg(long, value_name = "SIZE")]
+    swap: Option<String>,
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
-    if args.limits.0.is_empty() {
-        return Err(Failure::new(
-            ExitCode::BadArgument,
-            "nothing to set: give at least one --<row> B[:L]",
-        ));
+    let mut limits: std::collections::BTreeMap<String, String> = args.limits.0.into_iter().collect();
+    for (row, size) in [("physpages", &args.ram), ("swappages", &args.swap)] {
+        if let Some(size) = size {
+            if limits.insert(row.to_string(), format!("0:{size}")).is_some() {
+                let flag = if row == "physpages" { "--ram" } else { "--swap" };
+                return Err(Failure::new(ExitCode::BadArgument, format!("{flag} and --{row} both set {row}")));
+            }
+        }
     }
-    let body = SetLimits {
-        limits: args.limits.0.into_iter().collect(),
-    };
+    if limits.is_empty() {
+        return Err(Failure::new(ExitCode::BadArgument, "nothing to set: give at least one --<row> B[:L], --ram or --swap"));
+    }
     let ct = crate::ctid(&args.ctid)?;
-    let _: ContainerView = client.put(&format!("/v1/containers/{ct}/limits"), &body).await?;
+    let _: ContainerView = client.put(&format!("/v1/containers/{ct}/limits"), &SetLimits { limits }).await?;
     Ok(0)
 }

@@ -6,9 +6,11 @@
 
 mod container;
 mod layout;
+mod memory;
 
 pub use container::ContainerCgroup;
 pub use layout::{Controller, Flavor, Layout, LayoutKind};
+pub use memory::MemoryUsage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {

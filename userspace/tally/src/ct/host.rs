@@ -116,12 +116,14 @@ impl Host {
         })
     }
 
-    /// Controllers the tier enforces with.
-    fn controllers(&self) -> &'static [Controller] {
-        match self.tier {
-            Tier::Full => &[],
-            Tier::Fallback => &[Controller::Pids],
-        }
+    /// Controllers the tier enforces with: memory in both (the memory rows), pids where no
+    /// BPF LSM refuses forks. A controller this host lacks is left out; its rows say so.
+    fn controllers(&self) -> Vec<Controller> {
+        let wanted: &[Controller] = match self.tier {
+            Tier::Full => &[Controller::Memory],
+            Tier::Fallback => &[Controller::Pids, Controller::Memory],
+        };
+        wanted.iter().copied().filter(|c| self.layout.controllers.contains_key(c)).collect()
     }
 
     pub fn cgroup(&self, ct: &CtId) -> Result<ContainerCgroup, HostError> {
@@ -129,7 +131,7 @@ impl Host {
             &self.layout,
             &self.instance.name,
             ct.as_str(),
-            self.controllers(),
+            &self.controllers(),
         )?)
     }
 
@@ -205,9 +207,14 @@ impl Host {
             };
         }
         self.maps.register(cgroup.id()?, &rows)?;
+        let bounded = |r: Resource| Some(rows.rows[r.index()].limit).filter(|l| *l != tally_common::UNLIMITED);
         if self.tier == Tier::Fallback {
-            let numproc = rows.rows[Resource::NumProc.index()].limit;
-            cgroup.set_pids_max((numproc != tally_common::UNLIMITED).then_some(numproc))?;
+            cgroup.set_pids_max(bounded(Resource::NumProc))?;
+        }
+        if cgroup.has_memory() {
+            // VSwap: physpages' limit is the RAM, swappages' limit the swap.
+            let bytes = |pages: u64| pages.saturating_mul(page_size());
+            cgroup.set_memory_limits(bounded(Resource::PhysPages).map(bytes), bounded(Resource::SwapPages).map(bytes))?;
         }
         Ok(())
     }
@@ -259,6 +266,9 @@ impl Host {
         if self.tier == Tier::Fallback {
             rows[Resource::NumProc.index()].failcnt = cgroup.pids_refusals()?;
         }
+        if cgroup.has_memory() {
+            memory_rows(&mut rows, &cgroup.memory_usage()?);
+        }
         Ok(rows)
     }
 
@@ -283,5 +293,50 @@ impl Host {
         }
         let path = self.instance.config_path(ct);
         fs::remove_file(&path).map_err(|source| HostError::Io { path, source })
+    }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as u64
+    } else {
+        4096
+    }
+}
+
+/// The memory rows come from the memory controller (as on newer Virtuozzo kernels): held and
+/// maxheld from its usage and peak, failcnt from its limit hits. Rows the controller cannot
+/// tell keep what BPF has (zero).
+fn memory_rows(rows: &mut [Beancounter; RESOURCE_COUNT], m: &crate::cgroup::MemoryUsage) {
+    let page = page_size();
+    let stat = |k: &str| m.stat.get(k).copied();
+    let mut set = |r: Resource, held: u64, peak: Option<u64>, failcnt: Option<u64>| {
+        let row = &mut rows[r.index()];
+        row.held = held;
+        row.maxheld = peak.unwrap_or(0).max(held);
+        if let Some(f) = failcnt {
+            row.failcnt = f;
+        }
+    };
+    set(Resource::PhysPages, m.current / page, m.peak.map(|p| p / page), Some(m.limit_hits));
+    let swap = m.swap_current.unwrap_or(0);
+    set(Resource::SwapPages, swap / page, m.swap_peak.map(|p| p / page), m.swap_limit_hits);
+    // OpenVZ's oomguarpages held: RAM and swap in use.
+    set(Resource::OomGuarPages, (m.current + swap) / page, None, None);
+    // v2 has "kernel" (5.18+); older kernels and v1 spell out the parts.
+    let kernel = stat("kernel").unwrap_or_else(|| {
+        ["kernel_stack", "slab", "percpu", "pagetables", "sock"].iter().filter_map(|k| stat(k)).sum()
+    });
+    set(Resource::KmemSize, kernel, None, None);
+    if let Some(dcache) = stat("slab_reclaimable") {
+        set(Resource::DcacheSize, dcache, None, None);
+    }
+    if let Some(shmem) = stat("shmem") {
+        set(Resource::ShmPages, shmem / page, None, None);
+    }
+    if let Some(locked) = stat("unevictable") {
+        set(Resource::LockedPages, locked / page, None, None);
     }
 }

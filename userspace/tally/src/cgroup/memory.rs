@@ -1,0 +1,125 @@
+//! The memory controller, v1 or v2, behind one reading and one setting: what a container
+//! uses (for the memory beancounter rows) and its RAM/swap limits (VSwap's --ram/--swap).
+
+use std::{collections::BTreeMap, fs, path::Path};
+
+use super::{container::keyed_value, io_err, CgroupError, ContainerCgroup, Controller, Flavor};
+
+/// What the memory controller says about a container, in bytes.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryUsage {
+    pub current: u64,
+    pub peak: Option<u64>,
+    /// Charges refused at the limit: v2 memory.events "max", v1 memory.failcnt (+ memsw's),
+    /// and at least the OOM kills the limit caused (6.18 was seen leaving v1's failcnt at 0
+    /// through an OOM kill).
+    pub limit_hits: u64,
+    pub swap_current: Option<u64>,
+    pub swap_peak: Option<u64>,
+    pub swap_limit_hits: Option<u64>,
+    /// memory.stat, key -> value.
+    pub stat: BTreeMap<String, u64>,
+}
+
+fn read_u64(path: &Path) -> Result<Option<u64>, CgroupError> {
+    match fs::read_to_string(path) {
+        Ok(t) => Ok(t.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn read_keyed(path: &Path, key: &str) -> Result<Option<u64>, CgroupError> {
+    match fs::read_to_string(path) {
+        Ok(t) => Ok(keyed_value(&t, key)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+impl ContainerCgroup {
+    fn memory(&self) -> Result<(&Path, Flavor), CgroupError> {
+        self.controllers
+            .get(&Controller::Memory)
+            .map(|(d, f)| (d.as_path(), *f))
+            .ok_or(CgroupError::MissingController(Controller::Memory))
+    }
+
+    pub fn has_memory(&self) -> bool {
+        self.controllers.contains_key(&Controller::Memory)
+    }
+
+    pub fn memory_usage(&self) -> Result<MemoryUsage, CgroupError> {
+        let (dir, flavor) = self.memory()?;
+        let stat_path = dir.join("memory.stat");
+        let stat = fs::read_to_string(&stat_path)
+            .map_err(io_err(&stat_path))?
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect();
+        Ok(match flavor {
+            Flavor::V2 => MemoryUsage {
+                current: read_u64(&dir.join("memory.current"))?.unwrap_or(0),
+                peak: read_u64(&dir.join("memory.peak"))?,
+                limit_hits: read_keyed(&dir.join("memory.events"), "max")?
+                    .unwrap_or(0)
+                    .max(read_keyed(&dir.join("memory.events"), "oom_kill")?.unwrap_or(0)),
+                swap_current: read_u64(&dir.join("memory.swap.current"))?,
+                swap_peak: read_u64(&dir.join("memory.swap.peak"))?,
+                swap_limit_hits: read_keyed(&dir.join("memory.swap.events"), "max")?,
+                stat,
+            },
+            Flavor::V1 => {
+                let current = read_u64(&dir.join("memory.usage_in_bytes"))?.unwrap_or(0);
+                // memsw counts RAM + swap; without swap accounting the files are absent.
+                let memsw = read_u64(&dir.join("memory.memsw.usage_in_bytes"))?;
+                let memsw_hits = read_u64(&dir.join("memory.memsw.failcnt"))?;
+                MemoryUsage {
+                    current,
+                    peak: read_u64(&dir.join("memory.max_usage_in_bytes"))?,
+                    // v1 charges RAM+swap (memsw) first: a charge refused there never reaches
+                    // the RAM counter, so each refusal is in exactly one of the two failcnts.
+                    limit_hits: (read_u64(&dir.join("memory.failcnt"))?.unwrap_or(0) + memsw_hits.unwrap_or(0))
+                        .max(read_keyed(&dir.join("memory.oom_control"), "oom_kill")?.unwrap_or(0)),
+                    swap_current: memsw.map(|m| m.saturating_sub(current)),
+                    swap_peak: None,
+                    swap_limit_hits: memsw_hits,
+                    stat,
+                }
+            }
+        })
+    }
+
+    /// RAM and swap limits in bytes; None lifts the limit.
+    pub fn set_memory_limits(&self, ram: Option<u64>, swap: Option<u64>) -> Result<(), CgroupError> {
+        let (dir, flavor) = self.memory()?;
+        let write = |file: &str, value: String| {
+            let path = dir.join(file);
+            fs::write(&path, value).map_err(io_err(&path))
+        };
+        match flavor {
+            Flavor::V2 => {
+                write("memory.max", ram.map_or("max".into(), |b| b.to_string()))?;
+                if dir.join("memory.swap.max").exists() {
+                    write("memory.swap.max", swap.map_or("max".into(), |b| b.to_string()))?;
+                }
+            }
+            Flavor::V1 => {
+                let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
+                // v1 refuses a memory limit above memsw's and the reverse: lift memsw first.
+                if memsw {
+                    write("memory.memsw.limit_in_bytes", "-1".into())?;
+                }
+                write("memory.limit_in_bytes", ram.map_or("-1".into(), |b| b.to_string()))?;
+                if memsw {
+                    let both = ram.zip(swap).map(|(r, s)| r.saturating_add(s));
+                    write("memory.memsw.limit_in_bytes", both.map_or("-1".into(), |b| b.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
