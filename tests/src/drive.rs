@@ -16,7 +16,11 @@ pub struct Driven {
 
 impl Driven {
     pub fn start(mut cmd: Command) -> Result<Driven> {
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("starting a workload")?;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting a workload")?;
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         Ok(Driven { child, stdout })
     }

@@ -166,9 +166,11 @@ impl Env {
         if !out.status.success() {
             bail!("tally ubc: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let row = &v[0]["beancounters"][r.index()];
-        Ok(serde_json::from_value(row.clone())?)
+        let v: Vec<tally::ubc::UbcJson> = serde_json::from_slice(&out.stdout)?;
+        v.first()
+            .and_then(|ct| ct.row(r))
+            .copied()
+            .context("no such row in tally ubc --json")
     }
 
     /// Polls `row` until `pred` holds (what the kernel frees after an RCU grace period

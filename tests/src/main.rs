@@ -14,6 +14,7 @@ mod harness;
 mod numproc;
 mod probe;
 mod rows;
+mod views;
 mod workload;
 
 fn main() {
@@ -28,5 +29,6 @@ fn main() {
     tests.extend(probe::tests());
     tests.extend(numproc::tests());
     tests.extend(rows::tests());
+    tests.extend(views::tests());
     std::process::exit(harness::run(tests, &filter));
 }

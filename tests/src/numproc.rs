@@ -5,8 +5,8 @@ use anyhow::{bail, Result};
 use tally::ubc::Resource;
 
 use crate::{
-    drive::Driven,
     check,
+    drive::Driven,
     env::Env,
     harness::{Outcome, Test},
     try_or_fail,

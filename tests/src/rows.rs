@@ -30,15 +30,36 @@ const ENFILE: i32 = libc::ENFILE;
 const CASES: &[(&str, Case)] = &[
     (
         "numfile_over_the_barrier_fails_with_enfile",
-        Case { row: Resource::NumFile, kind: "files", limit: 40, attempts: 60, full: ENFILE, fallback: None },
+        Case {
+            row: Resource::NumFile,
+            kind: "files",
+            limit: 40,
+            attempts: 60,
+            full: ENFILE,
+            fallback: None,
+        },
     ),
     (
         "numflock_over_the_barrier_fails_with_enolck",
-        Case { row: Resource::NumFlock, kind: "flocks", limit: 10, attempts: 20, full: libc::ENOLCK, fallback: None },
+        Case {
+            row: Resource::NumFlock,
+            kind: "flocks",
+            limit: 10,
+            attempts: 20,
+            full: libc::ENOLCK,
+            fallback: None,
+        },
     ),
     (
         "numpty_over_the_barrier_fails_with_enospc",
-        Case { row: Resource::NumPty, kind: "ptys", limit: 4, attempts: 10, full: libc::ENOSPC, fallback: None },
+        Case {
+            row: Resource::NumPty,
+            kind: "ptys",
+            limit: 4,
+            attempts: 10,
+            full: libc::ENOSPC,
+            fallback: None,
+        },
     ),
     (
         "numtcpsock_over_the_barrier_fails_with_enobufs_or_eperm",
@@ -64,14 +85,27 @@ const CASES: &[(&str, Case)] = &[
     ),
     (
         "numothersock_unix_over_the_barrier_fails_with_enobufs",
-        Case { row: Resource::NumOtherSock, kind: "unixsocks", limit: 10, attempts: 20, full: libc::ENOBUFS, fallback: None },
+        Case {
+            row: Resource::NumOtherSock,
+            kind: "unixsocks",
+            limit: 10,
+            attempts: 20,
+            full: libc::ENOBUFS,
+            fallback: None,
+        },
     ),
 ];
 
 pub fn tests() -> Vec<Test> {
     let mut v: Vec<Test> = CASES.iter().map(|(name, _)| Test { name, run: run_case }).collect();
-    v.push(Test { name: "a_socket_made_in_a_and_closed_in_b_is_given_back_to_a", run: crosses_containers });
-    v.push(Test { name: "ram_limit_counts_physpages_and_stops_a_memory_hog", run: ram_limit });
+    v.push(Test {
+        name: "a_socket_made_in_a_and_closed_in_b_is_given_back_to_a",
+        run: crosses_containers,
+    });
+    v.push(Test {
+        name: "ram_limit_counts_physpages_and_stops_a_memory_hog",
+        run: ram_limit,
+    });
     v
 }
 
@@ -88,32 +122,65 @@ struct Held {
 fn run_case(env: &mut Env) -> Outcome {
     let case = &CASES.iter().find(|(n, _)| *n == env.test).expect("a case per test").1;
     let ready = try_or_fail!(env.start_tallyd(), "starting tallyd");
-    let errno = if ready.contains("tier=full") { Some(case.full) } else { case.fallback };
+    let errno = if ready.contains("tier=full") {
+        Some(case.full)
+    } else {
+        case.fallback
+    };
     let Some(errno) = errno else {
-        return Outcome::Skip(format!("{} ({}) is enforced only in the full tier (BPF LSM)", case.row, case.kind));
+        return Outcome::Skip(format!(
+            "{} ({}) is enforced only in the full tier (BPF LSM)",
+            case.row, case.kind
+        ));
     };
     let flag = format!("--{}", case.row.name());
     let value = format!("{0}:{0}", case.limit);
     let out = try_or_fail!(env.tally(&["set", CT, &flag, &value]), "tally set");
-    check!(out.status.success(), "tally set: {}", String::from_utf8_lossy(&out.stderr));
+    check!(
+        out.status.success(),
+        "tally set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let idle = try_or_fail!(env.ubc_row(CT, case.row), "reading the row");
 
     let mut cmd = env.tally_command();
-    cmd.args(["exec", CT, "--"]).arg(env.itest_binary()).args(["workload", "hold", case.kind, &case.attempts.to_string()]);
+    cmd.args(["exec", CT, "--"]).arg(env.itest_binary()).args([
+        "workload",
+        "hold",
+        case.kind,
+        &case.attempts.to_string(),
+    ]);
     let mut w = try_or_fail!(Driven::start(cmd), "starting the workload");
     let held: Held = try_or_fail!(w.read(), "the workload's count");
     let during = try_or_fail!(env.ubc_row(CT, case.row), "reading the row during the workload");
     try_or_fail!(w.finish(), "ending the workload");
 
-    check!(held.refused > 0 && held.made > 0, "the workload should both make and be refused objects: {held:?}");
-    check!(!held.mixed && held.errno == errno, "refusals should all be errno {errno}: {held:?}");
-    check!(during.held == case.limit, "held during the workload should sit at the limit: {during:?}");
+    check!(
+        held.refused > 0 && held.made > 0,
+        "the workload should both make and be refused objects: {held:?}"
+    );
+    check!(
+        !held.mixed && held.errno == errno,
+        "refusals should all be errno {errno}: {held:?}"
+    );
+    check!(
+        during.held == case.limit,
+        "held during the workload should sit at the limit: {during:?}"
+    );
     let after = try_or_fail!(
         env.wait_row(CT, case.row, "its idle value", |r| r.held == idle.held),
         "after the workload"
     );
-    check!(after.maxheld == case.limit, "maxheld should be the peak (the limit): {after:?}");
-    check!(after.failcnt == idle.failcnt + held.refused, "failcnt {} != {} refusals", after.failcnt, held.refused);
+    check!(
+        after.maxheld == case.limit,
+        "maxheld should be the peak (the limit): {after:?}"
+    );
+    check!(
+        after.failcnt == idle.failcnt + held.refused,
+        "failcnt {} != {} refusals",
+        after.failcnt,
+        held.refused
+    );
     Outcome::Pass
 }
 
@@ -124,13 +191,19 @@ fn crosses_containers(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     for ct in ["301", "302"] {
         let out = try_or_fail!(env.tally(&["set", ct, "--numothersock", "100"]), "tally set");
-        check!(out.status.success(), "tally set: {}", String::from_utf8_lossy(&out.stderr));
+        check!(
+            out.status.success(),
+            "tally set: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let row = |ct: &str| env.ubc_row(ct, Resource::NumOtherSock);
     let name = format!("{}-xfer", env.instance.name);
     let workload = |ct: &str, what: &str| {
         let mut cmd = env.tally_command();
-        cmd.args(["exec", ct, "--"]).arg(env.itest_binary()).args(["workload", what, &name]);
+        cmd.args(["exec", ct, "--"])
+            .arg(env.itest_binary())
+            .args(["workload", what, &name]);
         cmd
     };
     let mut b = try_or_fail!(Driven::start(workload("302", "recvsock")), "starting B");
@@ -147,10 +220,16 @@ fn crosses_containers(env: &mut Env) -> Outcome {
     try_or_fail!(b.go_on(), "B closing");
     try_or_fail!(b.read::<serde_json::Value>(), "B closed");
     // Once B closes it, the socket is freed in B's context and given back to A.
-    try_or_fail!(env.wait_row("301", Resource::NumOtherSock, "held 0", |r| r.held == 0), "A after");
+    try_or_fail!(
+        env.wait_row("301", Resource::NumOtherSock, "held 0", |r| r.held == 0),
+        "A after"
+    );
     let b_after: Result<Beancounter> = row("302");
     let b_after = try_or_fail!(b_after, "B's row");
-    check!(b_after.held == b_idle.held && b_after.maxheld == b_idle.maxheld, "B was charged: {b_idle:?} -> {b_after:?}");
+    check!(
+        b_after.held == b_idle.held && b_after.maxheld == b_idle.maxheld,
+        "B was charged: {b_idle:?} -> {b_after:?}"
+    );
     try_or_fail!(b.finish(), "B exiting");
     Outcome::Pass
 }
@@ -162,27 +241,45 @@ fn ram_limit(env: &mut Env) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     let out = try_or_fail!(env.tally(&["set", CT, "--ram", "32M", "--swap", "0"]), "tally set");
-    check!(out.status.success(), "tally set: {}", String::from_utf8_lossy(&out.stderr));
+    check!(
+        out.status.success(),
+        "tally set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let limit_pages = 32 * 256;
     let row = try_or_fail!(env.ubc_row(CT, Resource::PhysPages), "physpages");
-    check!(row.barrier == 0 && row.limit == limit_pages, "--ram 32M should be physpages 0:{limit_pages}: {row:?}");
+    check!(
+        row.barrier == 0 && row.limit == limit_pages,
+        "--ram 32M should be physpages 0:{limit_pages}: {row:?}"
+    );
 
     let hog = |mb: &str| {
         let mut cmd = env.tally_command();
-        cmd.args(["exec", CT, "--"]).arg(env.itest_binary()).args(["workload", "hog", mb]);
+        cmd.args(["exec", CT, "--"])
+            .arg(env.itest_binary())
+            .args(["workload", "hog", mb]);
         cmd
     };
     let mut small = try_or_fail!(Driven::start(hog("8")), "starting an 8 MiB workload");
     try_or_fail!(small.read::<serde_json::Value>(), "the 8 MiB workload");
     let during = try_or_fail!(env.ubc_row(CT, Resource::PhysPages), "physpages");
     try_or_fail!(small.finish(), "ending the 8 MiB workload");
-    check!(during.held >= 8 * 256 && during.held <= limit_pages, "8 MiB touched should be held: {during:?}");
+    check!(
+        during.held >= 8 * 256 && during.held <= limit_pages,
+        "8 MiB touched should be held: {during:?}"
+    );
 
     let status = try_or_fail!(hog("128").output(), "running a 128 MiB hog").status;
-    check!(status.signal() == Some(libc::SIGKILL), "the hog should be OOM-killed at the limit, got {status:?}");
+    check!(
+        status.signal() == Some(libc::SIGKILL),
+        "the hog should be OOM-killed at the limit, got {status:?}"
+    );
     let after = try_or_fail!(env.ubc_row(CT, Resource::PhysPages), "physpages");
     check!(after.failcnt > 0, "limit hits should be counted: {after:?}");
-    check!(after.maxheld <= limit_pages, "the peak must stay within the limit: {after:?}");
+    check!(
+        after.maxheld <= limit_pages,
+        "the peak must stay within the limit: {after:?}"
+    );
     check!(after.held <= limit_pages, "held past the limit: {after:?}");
     Outcome::Pass
 }

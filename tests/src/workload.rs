@@ -161,7 +161,11 @@ impl Kind {
             Kind::Ptys => open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY, Mode::empty()).map(owned),
             Kind::Flocks => {
                 let path = format!("/tmp/tally-flock-{}-{i}", std::process::id());
-                let fd = owned(open(path.as_str(), OFlag::O_RDWR | OFlag::O_CREAT, Mode::from_bits_truncate(0o600))?);
+                let fd = owned(open(
+                    path.as_str(),
+                    OFlag::O_RDWR | OFlag::O_CREAT,
+                    Mode::from_bits_truncate(0o600),
+                )?);
                 let _ = std::fs::remove_file(&path);
                 // SAFETY: flock(2) on an fd this process owns.
                 Errno::result(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) })?;
@@ -187,7 +191,10 @@ fn hold(kind: Kind, n: usize) -> i32 {
             }
         }
     }
-    println!("{{\"made\":{},\"refused\":{refused},\"errno\":{errno},\"mixed\":{mixed}}}", held.len());
+    println!(
+        "{{\"made\":{},\"refused\":{refused},\"errno\":{errno},\"mixed\":{mixed}}}",
+        held.len()
+    );
     let _ = std::io::stdout().flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
@@ -212,7 +219,13 @@ fn sendsock(name: &str) -> i32 {
         let unix = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::empty(), None)?;
         let fds = [udp.as_raw_fd()];
         let iov = [std::io::IoSlice::new(b"x")];
-        sendmsg(unix.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), Some(&abstract_addr(name)))?;
+        sendmsg(
+            unix.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            Some(&abstract_addr(name)),
+        )?;
         Ok(())
     };
     if let Err(e) = run() {

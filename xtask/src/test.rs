@@ -243,15 +243,27 @@ pub fn vm_run(args: VmRunArgs) -> Result<()> {
     let bins = build_binaries()?;
     let cache = root().join("target/tally-vm");
     let kernels = vm::ensure_kernels(&cache)?;
-    let kernel = kernels.iter().find(|k| k.name == args.kernel).context("no such VM kernel")?;
+    let kernel = kernels
+        .iter()
+        .find(|k| k.name == args.kernel)
+        .context("no such VM kernel")?;
     let payload = vm::Payload {
-        files: ["tally-itest", "tally", "tallyd"].iter().map(|b| (bins.join(b), format!("/tally/bin/{b}"))).collect(),
+        files: ["tally-itest", "tally", "tallyd"]
+            .iter()
+            .map(|b| (bins.join(b), format!("/tally/bin/{b}")))
+            .collect(),
         modules: vec![],
         command: format!("cd /tmp; export PATH=/tally/bin:$PATH; {}", args.command.join(" ")),
     };
     let initramfs = cache.join(format!("{}-vm-run.cpio.gz", kernel.name));
     vm::build_initramfs(kernel, &payload, &initramfs)?;
-    let b = vm::boot(kernel, &initramfs, 2048, Duration::from_secs(1200), &cache.join("vm-run-console.log"))?;
+    let b = vm::boot(
+        kernel,
+        &initramfs,
+        2048,
+        Duration::from_secs(1200),
+        &cache.join("vm-run-console.log"),
+    )?;
     print!("{}", b.output);
     println!("(exit {:?})", b.exit_code);
     Ok(())

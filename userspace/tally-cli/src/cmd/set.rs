@@ -23,14 +23,22 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
         if let Some(size) = size {
             if limits.insert(row.to_string(), format!("0:{size}")).is_some() {
                 let flag = if row == "physpages" { "--ram" } else { "--swap" };
-                return Err(Failure::new(ExitCode::BadArgument, format!("{flag} and --{row} both set {row}")));
+                return Err(Failure::new(
+                    ExitCode::BadArgument,
+                    format!("{flag} and --{row} both set {row}"),
+                ));
             }
         }
     }
     if limits.is_empty() {
-        return Err(Failure::new(ExitCode::BadArgument, "nothing to set: give at least one --<row> B[:L], --ram or --swap"));
+        return Err(Failure::new(
+            ExitCode::BadArgument,
+            "nothing to set: give at least one --<row> B[:L], --ram or --swap",
+        ));
     }
     let ct = crate::ctid(&args.ctid)?;
-    let _: ContainerView = client.put(&format!("/v1/containers/{ct}/limits"), &SetLimits { limits }).await?;
+    let _: ContainerView = client
+        .put(&format!("/v1/containers/{ct}/limits"), &SetLimits { limits })
+        .await?;
     Ok(0)
 }

@@ -116,7 +116,10 @@ impl ContainerCgroup {
                 write("memory.limit_in_bytes", ram.map_or("-1".into(), |b| b.to_string()))?;
                 if memsw {
                     let both = ram.zip(swap).map(|(r, s)| r.saturating_add(s));
-                    write("memory.memsw.limit_in_bytes", both.map_or("-1".into(), |b| b.to_string()))?;
+                    write(
+                        "memory.memsw.limit_in_bytes",
+                        both.map_or("-1".into(), |b| b.to_string()),
+                    )?;
                 }
             }
         }

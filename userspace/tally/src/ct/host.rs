@@ -123,7 +123,11 @@ impl Host {
             Tier::Full => &[Controller::Memory],
             Tier::Fallback => &[Controller::Pids, Controller::Memory],
         };
-        wanted.iter().copied().filter(|c| self.layout.controllers.contains_key(c)).collect()
+        wanted
+            .iter()
+            .copied()
+            .filter(|c| self.layout.controllers.contains_key(c))
+            .collect()
     }
 
     pub fn cgroup(&self, ct: &CtId) -> Result<ContainerCgroup, HostError> {
@@ -214,7 +218,10 @@ impl Host {
         if cgroup.has_memory() {
             // VSwap: physpages' limit is the RAM, swappages' limit the swap.
             let bytes = |pages: u64| pages.saturating_mul(page_size());
-            cgroup.set_memory_limits(bounded(Resource::PhysPages).map(bytes), bounded(Resource::SwapPages).map(bytes))?;
+            cgroup.set_memory_limits(
+                bounded(Resource::PhysPages).map(bytes),
+                bounded(Resource::SwapPages).map(bytes),
+            )?;
         }
         Ok(())
     }
@@ -320,14 +327,27 @@ fn memory_rows(rows: &mut [Beancounter; RESOURCE_COUNT], m: &crate::cgroup::Memo
             row.failcnt = f;
         }
     };
-    set(Resource::PhysPages, m.current / page, m.peak.map(|p| p / page), Some(m.limit_hits));
+    set(
+        Resource::PhysPages,
+        m.current / page,
+        m.peak.map(|p| p / page),
+        Some(m.limit_hits),
+    );
     let swap = m.swap_current.unwrap_or(0);
-    set(Resource::SwapPages, swap / page, m.swap_peak.map(|p| p / page), m.swap_limit_hits);
+    set(
+        Resource::SwapPages,
+        swap / page,
+        m.swap_peak.map(|p| p / page),
+        m.swap_limit_hits,
+    );
     // OpenVZ's oomguarpages held: RAM and swap in use.
     set(Resource::OomGuarPages, (m.current + swap) / page, None, None);
     // v2 has "kernel" (5.18+); older kernels and v1 spell out the parts.
     let kernel = stat("kernel").unwrap_or_else(|| {
-        ["kernel_stack", "slab", "percpu", "pagetables", "sock"].iter().filter_map(|k| stat(k)).sum()
+        ["kernel_stack", "slab", "percpu", "pagetables", "sock"]
+            .iter()
+            .filter_map(|k| stat(k))
+            .sum()
     });
     set(Resource::KmemSize, kernel, None, None);
     if let Some(dcache) = stat("slab_reclaimable") {

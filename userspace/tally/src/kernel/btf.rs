@@ -71,7 +71,10 @@ pub const OFFSET_GLOBALS: &[(&str, &str, &str)] = &[
 
 /// The offsets the programs need, by the global's name in the object.
 pub fn program_offsets(btf: &KernelBtf) -> Result<Vec<(&'static str, u64)>, KernelError> {
-    OFFSET_GLOBALS.iter().map(|(global, strukt, member)| Ok((*global, btf.member_offset(strukt, member)?))).collect()
+    OFFSET_GLOBALS
+        .iter()
+        .map(|(global, strukt, member)| Ok((*global, btf.member_offset(strukt, member)?)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -55,7 +55,10 @@ pub fn describe_program_error(e: &aya::programs::ProgramError) -> String {
             if tail.is_empty() {
                 summary
             } else {
-                format!("{summary}; verifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+                format!(
+                    "{summary}; verifier: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                )
             }
         }
         _ => summary,

@@ -205,7 +205,11 @@ pub fn row_plans(tier: Tier) -> Vec<RowPlan> {
         .filter(|r| !r.is_dummy())
         .map(|r| {
             let (status, how) = row_plan(*r, tier);
-            RowPlan { resource: r.name().to_string(), status, how: how.to_string() }
+            RowPlan {
+                resource: r.name().to_string(),
+                status,
+                how: how.to_string(),
+            }
         })
         .collect()
 }
@@ -224,15 +228,19 @@ fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
             "pids controller refuses (pids.max = limit); held/maxheld from tracepoints (zombies are not held: \
              uncharged at exit); failcnt from pids.events",
         ),
-        (NumFile, Tier::Full) => {
-            ("enforced", "BPF LSM file_open refuses with ENFILE over the barrier; uncharged at file_free_security")
-        }
+        (NumFile, Tier::Full) => (
+            "enforced",
+            "BPF LSM file_open refuses with ENFILE over the barrier; uncharged at file_free_security",
+        ),
         (NumFlock, Tier::Full) => (
             "enforced",
             "BPF LSM file_lock: a file holding locks is one numflock, ENOLCK over the barrier; uncharged at \
              unlock or file release",
         ),
-        (NumPty, Tier::Full) => ("enforced", "BPF LSM file_open of /dev/ptmx refuses with ENOSPC over the barrier"),
+        (NumPty, Tier::Full) => (
+            "enforced",
+            "BPF LSM file_open of /dev/ptmx refuses with ENOSPC over the barrier",
+        ),
         (NumTcpSock | NumOtherSock, Tier::Full) => (
             "enforced",
             "BPF LSM socket_post_create (and socket_accept for accepted TCP) refuse with ENOBUFS; uncharged at \
@@ -244,6 +252,20 @@ fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
              uncharges; unix and accepted sockets are not counted",
         ),
         (NumFile | NumFlock | NumPty, Tier::Fallback) => ("not kept", NEEDS_LSM),
+        (PhysPages, _) => (
+            "enforced",
+            "memory controller: held/maxheld from its usage and peak, limit = RAM (memory.max or \
+             memory.limit_in_bytes, OOM kill past it), failcnt from its limit hits (at least its OOM kills)",
+        ),
+        (SwapPages, _) => (
+            "enforced",
+            "memory controller: swap in use; limit = swap (memory.swap.max, or memsw = RAM + swap on v1)",
+        ),
+        (KmemSize | DcacheSize | ShmPages | LockedPages, _) => (
+            "accounted",
+            "memory controller's memory.stat (kernel, slab_reclaimable, shmem, unevictable); not refused",
+        ),
+        (OomGuarPages, _) => ("accounted", "RAM + swap in use, from the memory controller"),
         _ => ("not yet", "not implemented yet: shows held 0 and unlimited"),
     }
 }

@@ -107,12 +107,7 @@ const FALLBACK: &[ProgramSpec] = &[
     ProgramSpec::uncharge(Hook::CgroupSock("sock_release")),
 ];
 
-const PINNED_MAPS: [&str; 4] = [
-    map_name::COUNTERS,
-    map_name::LIMITS,
-    map_name::CHARGES,
-    map_name::STATS,
-];
+const PINNED_MAPS: [&str; 4] = [map_name::COUNTERS, map_name::LIMITS, map_name::CHARGES, map_name::STATS];
 
 fn programs(tier: Tier) -> &'static [ProgramSpec] {
     match tier {
@@ -163,9 +158,14 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
     let mut ebpf = loader.load(OBJECT)?;
 
     let btf = Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
-    fs::create_dir_all(cgroup_parent).map_err(|source| KernelError::Io { path: cgroup_parent.to_path_buf(), source })?;
-    let cgroup_dir =
-        fs::File::open(cgroup_parent).map_err(|source| KernelError::Io { path: cgroup_parent.to_path_buf(), source })?;
+    fs::create_dir_all(cgroup_parent).map_err(|source| KernelError::Io {
+        path: cgroup_parent.to_path_buf(),
+        source,
+    })?;
+    let cgroup_dir = fs::File::open(cgroup_parent).map_err(|source| KernelError::Io {
+        path: cgroup_parent.to_path_buf(),
+        source,
+    })?;
     for spec in specs {
         let program_err = |message: String| KernelError::Program {
             name: spec.name,

@@ -3,10 +3,12 @@
 //! Nothing here touches the kernel; everything is unit-tested without root.
 
 mod format;
+mod human;
 mod resource;
 mod value;
 
-pub use format::{render_proc, ContainerRows};
+pub use format::{parse_proc, render_proc, ContainerRows, NamedRow, ProcParseError, UbcJson};
+pub use human::{render_human, HumanOptions, NEAR};
 pub use resource::{Resource, Unit};
 pub use value::{parse_barrier_limit, ParseError};
 
