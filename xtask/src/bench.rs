@@ -1,11 +1,9 @@
 //! `cargo xtask bench NAME`: benchmarks that report ratios against a baseline taken in the
 //! same run. `fork` runs on the host (its tier) and in a Debian 6.12 VM (full tier).
 
-use std::time::Duration;
-
 use anyhow::{bail, Result};
 
-use crate::{build_binaries, root, run_cmd, setup, vm};
+use crate::{boot_with_tally, build_binaries, root, run_cmd, setup, vm};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,19 +34,11 @@ pub fn run(args: Args) -> Result<()> {
         "== VM {} (software emulation: absolute times are slow, the ratio is what counts)",
         kernel.name
     );
-    let payload = vm::Payload {
-        files: vec![(bins.join("tally-itest"), "/tally/bin/tally-itest".into())],
-        modules: vec![],
-        command: format!("cd /tmp; /tally/bin/tally-itest bench fork {rounds} {forks}"),
-    };
-    let initramfs = cache.join(format!("{}-tally-bench.cpio.gz", kernel.name));
-    vm::build_initramfs(kernel, &payload, &initramfs)?;
-    let b = vm::boot(
+    let b = boot_with_tally(
         kernel,
-        &initramfs,
-        2048,
-        Duration::from_secs(1800),
-        &cache.join("bench-console.log"),
+        &bins,
+        &format!("tally-itest bench fork {rounds} {forks}"),
+        "bench",
     )?;
     print!("{}", b.output);
     if b.exit_code != Some(0) {

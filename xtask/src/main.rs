@@ -77,3 +77,26 @@ pub fn build_binaries() -> Result<PathBuf> {
         .unwrap_or_else(|| root().join("target"))
         .join("debug"))
 }
+
+/// Boots `kernel` with tally's binaries in /tally/bin (on PATH) and runs `command` in /tmp;
+/// `tag` names the initramfs and console log under target/tally-vm.
+pub fn boot_with_tally(
+    kernel: &vm::Kernel,
+    bins: &std::path::Path,
+    command: &str,
+    tag: &str,
+) -> Result<vm::BootResult> {
+    let cache = root().join("target/tally-vm");
+    let payload = vm::Payload {
+        files: ["tally-itest", "tally", "tallyd"]
+            .iter()
+            .map(|b| (bins.join(b), format!("/tally/bin/{b}")))
+            .collect(),
+        modules: vec![],
+        command: format!("cd /tmp; export PATH=/tally/bin:$PATH; {command}"),
+    };
+    let initramfs = cache.join(format!("{}-{tag}.cpio.gz", kernel.name));
+    vm::build_initramfs(kernel, &payload, &initramfs)?;
+    let log = cache.join(format!("{}-{tag}-console.log", kernel.name));
+    vm::boot(kernel, &initramfs, 2048, std::time::Duration::from_secs(1800), &log)
+}

@@ -3,15 +3,11 @@
 //! counts come from its runner's own closing line; a tier that did not report counts as failed.
 //! Ends with `N passed, N failed, N skipped` over all tiers.
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::{Context, Result};
 
-use crate::{build_binaries, expect, root, setup, vm};
+use crate::{boot_with_tally, build_binaries, expect, root, setup, vm};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -154,22 +150,12 @@ fn vm_tier(bins: &Path, filter: &str) -> Result<Vec<TierResult>> {
             Some(e) => format!("export TALLY_EXPECT_TIER={};", e.tier),
             None => String::new(),
         };
-        let payload = vm::Payload {
-            files: ["tally-itest", "tally", "tallyd"]
-                .iter()
-                .map(|b| (bins.join(b), format!("/tally/bin/{b}")))
-                .collect(),
-            modules: vec![],
-            command: format!(
-                "{expect_env} cd /tmp; echo '== run full'; TALLY_ITEST_NO_SKIP=1 /tally/bin/tally-itest '{filter}'; a=$?; \
-                 echo '== run fallback'; TALLY_ITEST_TIER=fallback /tally/bin/tally-itest '{filter}'; b=$?; exit $((a|b))"
-            ),
-        };
-        let initramfs = cache.join(format!("{}-tally-itest.cpio.gz", kernel.name));
-        vm::build_initramfs(kernel, &payload, &initramfs)?;
-        let log = cache.join(format!("{}-console.log", kernel.name));
         let started = Instant::now();
-        let boot = vm::boot(kernel, &initramfs, 2048, Duration::from_secs(1200), &log);
+        let command = format!(
+            "{expect_env} echo '== run full'; TALLY_ITEST_NO_SKIP=1 tally-itest '{filter}'; a=$?; \
+             echo '== run fallback'; TALLY_ITEST_TIER=fallback tally-itest '{filter}'; b=$?; exit $((a|b))"
+        );
+        let boot = boot_with_tally(kernel, bins, &command, "tally-itest");
         let secs = started.elapsed().as_secs_f32();
         match boot {
             Ok(b) => {
@@ -247,23 +233,7 @@ pub fn vm_run(args: VmRunArgs) -> Result<()> {
         .iter()
         .find(|k| k.name == args.kernel)
         .context("no such VM kernel")?;
-    let payload = vm::Payload {
-        files: ["tally-itest", "tally", "tallyd"]
-            .iter()
-            .map(|b| (bins.join(b), format!("/tally/bin/{b}")))
-            .collect(),
-        modules: vec![],
-        command: format!("cd /tmp; export PATH=/tally/bin:$PATH; {}", args.command.join(" ")),
-    };
-    let initramfs = cache.join(format!("{}-vm-run.cpio.gz", kernel.name));
-    vm::build_initramfs(kernel, &payload, &initramfs)?;
-    let b = vm::boot(
-        kernel,
-        &initramfs,
-        2048,
-        Duration::from_secs(1200),
-        &cache.join("vm-run-console.log"),
-    )?;
+    let b = boot_with_tally(kernel, &bins, &args.command.join(" "), "vm-run")?;
     print!("{}", b.output);
     println!("(exit {:?})", b.exit_code);
     Ok(())

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, io::IsTerminal, path::PathBuf, time::Duration};
 
 use tally::{
     api::{Client, ContainerView, ExitCode},
-    ubc::{render_human, render_proc, ContainerRows, HumanOptions, Resource, UbcJson},
+    ubc::{page_size, render_human, render_proc, ContainerRows, HumanOptions, Resource, UbcJson},
 };
 
 use crate::Failure;
@@ -80,16 +80,6 @@ async fn fetch(client: &Client, ctids: &[String]) -> Result<Vec<ContainerView>, 
         v.push(client.get(&format!("/v1/containers/{ct}")).await?);
     }
     Ok(v)
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as u64
-    } else {
-        4096
-    }
 }
 
 /// Where `-r` keeps the failcnts it saw: $XDG_CACHE_HOME/tally or ~/.cache/tally.

@@ -10,6 +10,7 @@ use super::{config::ConfigError, CtConfig, CtId};
 use crate::{
     cgroup::{CgroupError, ContainerCgroup, Controller, Layout},
     kernel::{maps::BeancounterMaps, programs::PinLayout, KernelError, Tier},
+    ubc::page_size,
     ubc::{Beancounter, Resource},
 };
 
@@ -300,16 +301,6 @@ impl Host {
         }
         let path = self.instance.config_path(ct);
         fs::remove_file(&path).map_err(|source| HostError::Io { path, source })
-    }
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as u64
-    } else {
-        4096
     }
 }
 

@@ -33,3 +33,14 @@ impl Beancounter {
         }
     }
 }
+
+/// The kernel's page size: what page rows (physpages, privvmpages, ...) count in.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as u64
+    } else {
+        4096
+    }
+}
