@@ -181,6 +181,19 @@ fn run_case(env: &mut Env) -> Outcome {
         after.failcnt,
         held.refused
     );
+
+    // Each refusal passed through tally's programs: tallyd reported the shortage.
+    let events = try_or_fail!(env.tally(&["events", "--json", CT]), "tally events");
+    let events: Vec<tally::api::EventView> = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &tally::api::EventView| e.resource == case.row.name())
+        .collect();
+    check!(!events.is_empty(), "no limit-hit event for {} in CT {CT}", case.row);
+    check!(
+        events.iter().all(|e| e.failcnt >= 1 && e.failcnt <= after.failcnt),
+        "event failcnts: {events:?}"
+    );
     Outcome::Pass
 }
 

@@ -34,6 +34,9 @@ pub struct Counter {
     pub maxheld: u64,
     /// Refused charges, monotonic.
     pub failcnt: u64,
+    /// When this row last emitted a limit-hit event (ktime ns): events are rate-limited per
+    /// container and row; failcnt keeps the full count.
+    pub last_event_ns: u64,
 }
 
 /// A container's barrier and limit for one resource, written only by userspace.
@@ -99,6 +102,27 @@ pub struct ChargeKey {
     pub _pad: u32,
 }
 
+/// A refused charge, as the `events` ring buffer carries it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LimitHit {
+    pub cgroup_id: u64,
+    pub resource: u32,
+    pub _pad: u32,
+    /// failcnt after this refusal (the rise since the previous event counts the ones the
+    /// rate limit held back).
+    pub failcnt: u64,
+    pub held: u64,
+    pub barrier: u64,
+    /// ktime (CLOCK_MONOTONIC) ns.
+    pub time_ns: u64,
+}
+
+/// At most one limit-hit event per container and row per this many ns.
+pub const EVENT_INTERVAL_NS: u64 = 1_000_000_000;
+/// Size of the `events` ring buffer.
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+
 /// Indices of the `stats` per-CPU array: things that went wrong inside programs, exported so
 /// that a silent accounting gap shows up as a number.
 pub mod stat {
@@ -107,7 +131,9 @@ pub mod stat {
     pub const CHARGE_MAP_FULL: u32 = 0;
     /// An uncharge found no counters row (the container was removed while objects lived).
     pub const UNCHARGE_ORPHAN: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// A limit-hit event found the ring buffer full (tallyd not reading).
+    pub const EVENTS_LOST: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Map names, as the object declares them and as they are pinned under `/sys/fs/bpf/tally/maps`.
@@ -116,6 +142,7 @@ pub mod map_name {
     pub const LIMITS: &str = "limits";
     pub const CHARGES: &str = "charges";
     pub const STATS: &str = "stats";
+    pub const EVENTS: &str = "events";
 }
 
 /// Capacity of the maps keyed by container (cgroup id).
@@ -124,9 +151,10 @@ pub const MAX_CONTAINERS: u32 = 8192;
 /// containers together.
 pub const MAX_CHARGED_OBJECTS: u32 = 262144;
 
-const _: () = assert!(core::mem::size_of::<Counter>() == 24);
+const _: () = assert!(core::mem::size_of::<Counter>() == 32);
 const _: () = assert!(core::mem::size_of::<Limit>() == 16);
-const _: () = assert!(core::mem::size_of::<Counters>() == 24 * RESOURCE_COUNT);
+const _: () = assert!(core::mem::size_of::<Counters>() == 32 * RESOURCE_COUNT);
+const _: () = assert!(core::mem::size_of::<LimitHit>() == 48);
 const _: () = assert!(core::mem::size_of::<Limits>() == 16 * RESOURCE_COUNT);
 const _: () = assert!(core::mem::size_of::<ChargeKey>() == 16);
 
@@ -139,4 +167,5 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::Limits {}
     unsafe impl aya::Pod for super::ChargeKey {}
+    unsafe impl aya::Pod for super::LimitHit {}
 }

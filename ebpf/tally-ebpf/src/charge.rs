@@ -3,11 +3,12 @@
 //! `failcnt`; `maxheld` moves only on success. Cgroups without a `limits` row are not
 //! containers and are never charged.
 
-use tally_common::{stat, ChargeKey, Counter, RESOURCE_COUNT};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use tally_common::{stat, ChargeKey, Counter, LimitHit, EVENT_INTERVAL_NS, RESOURCE_COUNT};
 
 use crate::{
     atomic,
-    maps::{bump_stat, CHARGES, COUNTERS, LIMITS},
+    maps::{bump_stat, CHARGES, COUNTERS, EVENTS, LIMITS},
 };
 
 /// How strictly a charge is checked (OpenVZ's UB_HARD / UB_FORCE; soft charges, checked
@@ -61,8 +62,21 @@ pub fn charge(cgid: u64, res: usize, amount: u64, strictness: Strictness) -> Cha
         // SAFETY: `limits` comes from a successful lookup; res < RESOURCE_COUNT.
         let barrier = unsafe { (*limits).rows[res].barrier };
         if now > barrier {
-            atomic::sub(held, amount);
-            atomic::add(failcnt, 1);
+            let held_now = atomic::sub(held, amount);
+            let failures = atomic::add(failcnt, 1);
+            // SAFETY: `row` points into a live map value; the field is a u64.
+            let last = unsafe { core::ptr::addr_of_mut!((*row).last_event_ns) };
+            limit_hit(
+                cgid,
+                res,
+                last,
+                LimitHit {
+                    failcnt: failures,
+                    held: held_now,
+                    barrier,
+                    ..Default::default()
+                },
+            );
             return Charge::Refused;
         }
     }
@@ -84,7 +98,11 @@ pub fn uncharge(cgid: u64, res: usize, amount: u64) -> bool {
 const BPF_NOEXIST: u64 = 1;
 
 fn key(object: u64, res: usize) -> ChargeKey {
-    ChargeKey { object, resource: res as u32, _pad: 0 }
+    ChargeKey {
+        object,
+        resource: res as u32,
+        _pad: 0,
+    }
 }
 
 /// Whether `object` is charged for `res` already (a file locked twice holds one lock charge).
@@ -131,4 +149,23 @@ pub fn uncharge_object(object: u64, res: usize) {
 pub fn charged_to(object: u64, res: usize) -> Option<u64> {
     // SAFETY: the value is a plain u64 copied out at once.
     unsafe { CHARGES.get(key(object, res)) }.copied()
+}
+
+/// Emits a limit-hit event unless this row emitted one less than EVENT_INTERVAL_NS ago.
+#[inline(always)]
+fn limit_hit(cgid: u64, res: usize, last_event_ns: *mut u64, mut event: LimitHit) {
+    // SAFETY: a BPF helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(atomic::load(last_event_ns)) < EVENT_INTERVAL_NS {
+        return;
+    }
+    // SAFETY: the pointer comes from a live map value; a plain store (a lost race only lets
+    // one more event through).
+    unsafe { core::ptr::write_volatile(last_event_ns, now) };
+    event.cgroup_id = cgid;
+    event.resource = res as u32;
+    event.time_ns = now;
+    if EVENTS.output::<LimitHit>(&event, 0).is_err() {
+        bump_stat(stat::EVENTS_LOST);
+    }
 }

@@ -3,9 +3,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tally_common::{stat, ChargeKey, Counters, Limits, MAX_CHARGED_OBJECTS, MAX_CONTAINERS};
+use tally_common::{stat, ChargeKey, Counters, Limits, EVENTS_BYTES, MAX_CHARGED_OBJECTS, MAX_CONTAINERS};
 
 /// cgroup2 id -> every row's held/maxheld/failcnt. Written by programs (atomically);
 /// userspace creates the zeroed row when it registers a container.
@@ -21,6 +21,10 @@ pub static LIMITS: HashMap<u64, Limits> = HashMap::with_max_entries(MAX_CONTAINE
 /// context drops the last reference) uncharges the container that was charged.
 #[map(name = "charges")]
 pub static CHARGES: HashMap<ChargeKey, u64> = HashMap::with_max_entries(MAX_CHARGED_OBJECTS, 0);
+
+/// Limit-hit events (tally_common::LimitHit), rate-limited per container and row.
+#[map(name = "events")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Failure counters (see tally_common::stat), per CPU.
 #[map(name = "stats")]

@@ -36,6 +36,8 @@ enum Command {
     Ubc(cmd::ubc::Args),
     /// Stop everything in a container and remove it.
     Destroy(cmd::destroy::Args),
+    /// Limit-hit events ("resource shortage"), newest last.
+    Events(cmd::events::Args),
 }
 
 /// A failure with the exit code the catalogue gives it.
@@ -84,6 +86,7 @@ fn main() {
         Command::Exec(a) => cmd::exec::run(&client, a),
         Command::Ubc(a) => block_on(cmd::ubc::run(&client, a)),
         Command::Destroy(a) => block_on(cmd::destroy::run(&client, a)),
+        Command::Events(a) => block_on(cmd::events::run(&client, a)),
     };
     match result {
         Ok(code) => std::process::exit(code),

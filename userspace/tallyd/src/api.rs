@@ -8,23 +8,30 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use crate::events::EventLog;
 use anyhow::{Context, Result};
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
+    extract::{rejection::JsonRejection, Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post, put},
     Json, Router,
 };
 use tally::{
-    api::{ApiError, Attach, ContainerView, ExitCode, SetLimits},
+    api::{ApiError, Attach, ContainerView, EventView, ExitCode, SetLimits},
     ct::{ConfigError, CtId, Host, HostError},
     ubc::{parse_barrier_limit, Resource},
 };
 
 type Shared = Arc<Mutex<Host>>;
 
-pub async fn serve(host: Shared, socket: PathBuf, ready: impl FnOnce()) -> Result<()> {
+#[derive(Clone)]
+struct AppState {
+    host: Shared,
+    events: Arc<Mutex<EventLog>>,
+}
+
+pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, ready: impl FnOnce()) -> Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -38,8 +45,9 @@ pub async fn serve(host: Shared, socket: PathBuf, ready: impl FnOnce()) -> Resul
         .route("/v1/containers/{ctid}", get(show).delete(destroy))
         .route("/v1/containers/{ctid}/limits", put(set_limits))
         .route("/v1/containers/{ctid}/attach", post(attach))
+        .route("/v1/events", get(recent_events))
         .fallback(|| async { failure(ExitCode::BadArgument, "no such API route") })
-        .with_state(host);
+        .with_state(AppState { host, events });
     ready();
     let shutdown = async {
         let mut term =
@@ -106,19 +114,22 @@ async fn with_host<T: Send + 'static>(
     .map_err(Failure::from)
 }
 
-async fn list(State(host): State<Shared>) -> Result<Json<Vec<ContainerView>>, Failure> {
+async fn list(State(AppState { host, .. }): State<AppState>) -> Result<Json<Vec<ContainerView>>, Failure> {
     with_host(host, |h| h.configured()?.iter().map(|ct| h.view(ct)).collect())
         .await
         .map(Json)
 }
 
-async fn show(State(host): State<Shared>, Path(raw): Path<String>) -> Result<Json<ContainerView>, Failure> {
+async fn show(
+    State(AppState { host, .. }): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<ContainerView>, Failure> {
     let ct = ctid(&raw)?;
     with_host(host, move |h| h.view(&ct)).await.map(Json)
 }
 
 async fn set_limits(
-    State(host): State<Shared>,
+    State(AppState { host, .. }): State<AppState>,
     Path(raw): Path<String>,
     json: Result<Json<SetLimits>, JsonRejection>,
 ) -> Result<Json<ContainerView>, Failure> {
@@ -136,7 +147,7 @@ async fn set_limits(
 }
 
 async fn attach(
-    State(host): State<Shared>,
+    State(AppState { host, .. }): State<AppState>,
     Path(raw): Path<String>,
     json: Result<Json<Attach>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, Failure> {
@@ -146,8 +157,28 @@ async fn attach(
     Ok(Json(serde_json::json!({})))
 }
 
-async fn destroy(State(host): State<Shared>, Path(raw): Path<String>) -> Result<Json<serde_json::Value>, Failure> {
+async fn destroy(
+    State(AppState { host, .. }): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<serde_json::Value>, Failure> {
     let ct = ctid(&raw)?;
     with_host(host, move |h| h.destroy(&ct)).await?;
     Ok(Json(serde_json::json!({})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn recent_events(State(state): State<AppState>, query: Query<EventsQuery>) -> Json<Vec<EventView>> {
+    Json(
+        state
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .after(query.after),
+    )
 }

@@ -4,6 +4,7 @@
 //! programs and maps are pinned, and stay when tallyd exits.
 
 mod api;
+mod events;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -78,16 +79,16 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(api::serve(
-        Arc::new(std::sync::Mutex::new(host)),
-        args.socket,
-        move || {
-            // The line tests and scripts wait for (like sd_notify's READY=1).
-            println!(
-                "tallyd: ready tier={tier} programs={} containers={}",
-                format!("{attach:?}").to_lowercase(),
-                adopted.len()
-            );
-        },
-    ))
+    let pins = host.instance.pins();
+    let host = Arc::new(std::sync::Mutex::new(host));
+    let event_log = Arc::new(std::sync::Mutex::new(events::EventLog::default()));
+    runtime.spawn(events::collect(pins, host.clone(), event_log.clone()));
+    runtime.block_on(api::serve(host, event_log, args.socket, move || {
+        // The line tests and scripts wait for (like sd_notify's READY=1).
+        println!(
+            "tallyd: ready tier={tier} programs={} containers={}",
+            format!("{attach:?}").to_lowercase(),
+            adopted.len()
+        );
+    }))
 }

@@ -22,7 +22,11 @@ const REFUSE: i32 = 0;
 pub fn sock_create(ctx: SockContext) -> i32 {
     // SAFETY: ctx.sock is the bpf_sock the kernel hands this program.
     let (sock_type, protocol) = unsafe { ((*ctx.sock).type_, (*ctx.sock).protocol) };
-    let res = if sock_type == SOCK_STREAM && protocol == IPPROTO_TCP { NUMTCPSOCK } else { NUMOTHERSOCK };
+    let res = if sock_type == SOCK_STREAM && protocol == IPPROTO_TCP {
+        NUMTCPSOCK
+    } else {
+        NUMOTHERSOCK
+    };
     // SAFETY: BPF helpers valid in cgroup/sock programs.
     let (cgid, cookie) = unsafe { (bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.sock as *mut _)) };
     match charge_object(cookie, res, cgid, Strictness::Hard) {

@@ -7,6 +7,7 @@
 //! - `PUT    /v1/containers/{ctid}/limits`   `SetLimits` -> `ContainerView` (creates the container)
 //! - `POST   /v1/containers/{ctid}/attach`   `Attach` -> `{}` (moves a process in)
 //! - `DELETE /v1/containers/{ctid}`          -> `{}`
+//! - `GET    /v1/events?after=ID`            -> `[EventView]` (limit-hit events newer than ID)
 
 mod client;
 mod exit;
@@ -40,4 +41,22 @@ pub struct ApiError {
     /// Which catalogue entry (the CLI exits with its number).
     pub code: ExitCode,
     pub message: String,
+}
+
+/// A refused charge (a limit hit), as tallyd keeps and reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventView {
+    /// Increasing; `after` in the query takes only newer ones.
+    pub id: u64,
+    /// The container, when it still exists.
+    pub ctid: Option<crate::ct::CtId>,
+    pub cgroup_id: u64,
+    pub resource: String,
+    /// The row's failcnt after this refusal; its rise since the previous event of the same
+    /// container and row counts refusals the rate limit did not report one by one.
+    pub failcnt: u64,
+    pub held: u64,
+    pub barrier: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
 }

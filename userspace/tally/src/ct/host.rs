@@ -237,6 +237,14 @@ impl Host {
         Ok(ids)
     }
 
+    /// The container whose cgroup2 id is `cgid` (events carry ids, people read names).
+    pub fn ctid_of(&self, cgid: u64) -> Option<CtId> {
+        self.configured()
+            .ok()?
+            .into_iter()
+            .find(|ct| self.cgroup(ct).and_then(|c| Ok(c.id()?)).ok() == Some(cgid))
+    }
+
     pub fn exists(&self, ct: &CtId) -> bool {
         self.instance.config_path(ct).exists()
     }

@@ -3,6 +3,7 @@
 //! and struct offsets from the kernel's BTF (`btf`).
 
 pub mod btf;
+pub mod events;
 pub mod maps;
 pub mod probe;
 pub mod programs;

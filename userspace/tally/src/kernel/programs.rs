@@ -107,7 +107,13 @@ const FALLBACK: &[ProgramSpec] = &[
     ProgramSpec::uncharge(Hook::CgroupSock("sock_release")),
 ];
 
-const PINNED_MAPS: [&str; 4] = [map_name::COUNTERS, map_name::LIMITS, map_name::CHARGES, map_name::STATS];
+const PINNED_MAPS: [&str; 5] = [
+    map_name::COUNTERS,
+    map_name::LIMITS,
+    map_name::CHARGES,
+    map_name::STATS,
+    map_name::EVENTS,
+];
 
 fn programs(tier: Tier) -> &'static [ProgramSpec] {
     match tier {
