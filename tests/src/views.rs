@@ -13,10 +13,16 @@ use crate::{
 };
 
 pub fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "ubc_text_json_and_human_views_agree",
-        run: views_agree,
-    }]
+    vec![
+        Test {
+            name: "ubc_text_json_and_human_views_agree",
+            run: views_agree,
+        },
+        Test {
+            name: "validate_exits_2_on_an_error_and_0_on_advice",
+            run: validate_levels,
+        },
+    ]
 }
 
 fn views_agree(env: &mut Env) -> Outcome {
@@ -110,6 +116,56 @@ fn views_agree(env: &mut Env) -> Outcome {
     check!(
         numproc_fail(&second).as_deref() == Some("-"),
         "no rise since the last look:\n{second}"
+    );
+    Outcome::Pass
+}
+
+/// vzcfgvalidate's levels through the CLI: an error exits 2, advice alone exits 0; a config
+/// file is checked the same way without tallyd.
+fn validate_levels(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let set = |args: &[&str]| env.tally(&[&["set", "101"], args].concat());
+    let out = try_or_fail!(set(&["--numproc", "20:30"]), "tally set");
+    check!(
+        out.status.success(),
+        "tally set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = try_or_fail!(env.tally(&["validate", "101"]), "tally validate");
+    let text = String::from_utf8_lossy(&bad.stdout);
+    check!(
+        bad.status.code() == Some(2),
+        "an error should exit 2: {:?}\n{text}",
+        bad.status.code()
+    );
+    check!(
+        text.contains("Error: numproc: barrier (20) should be equal to limit (30)"),
+        "{text}"
+    );
+
+    try_or_fail!(set(&["--numproc", "100:100", "--numfile", "1000"]), "tally set");
+    let advice = try_or_fail!(env.tally(&["validate", "101"]), "tally validate");
+    let text = String::from_utf8_lossy(&advice.stdout);
+    check!(
+        advice.status.code() == Some(0),
+        "advice alone should exit 0: {:?}\n{text}",
+        advice.status.code()
+    );
+    check!(text.contains("Recommendation: numfile"), "{text}");
+
+    let file = env.instance.root.join("102.conf");
+    try_or_fail!(
+        std::fs::write(&file, "NUMTCPSOCK=\"10:10\"\nTCPSNDBUF=\"100000:110000\"\n"),
+        "writing a config"
+    );
+    let offline = try_or_fail!(
+        env.tally(&["validate", "--file", &file.display().to_string()]),
+        "tally validate --file"
+    );
+    let text = String::from_utf8_lossy(&offline.stdout);
+    check!(
+        offline.status.code() == Some(2) && text.contains("Error: tcpsndbuf"),
+        "{text}"
     );
     Outcome::Pass
 }

@@ -38,6 +38,8 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Limit-hit events ("resource shortage"), newest last.
     Events(cmd::events::Args),
+    /// vzcfgvalidate's checks of a container's limits; exit 2 on an error.
+    Validate(cmd::validate::Args),
 }
 
 /// A failure with the exit code the catalogue gives it.
@@ -87,6 +89,7 @@ fn main() {
         Command::Ubc(a) => block_on(cmd::ubc::run(&client, a)),
         Command::Destroy(a) => block_on(cmd::destroy::run(&client, a)),
         Command::Events(a) => block_on(cmd::events::run(&client, a)),
+        Command::Validate(a) => cmd::validate::run(&client, a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -4,3 +4,4 @@ pub mod events;
 pub mod exec;
 pub mod set;
 pub mod ubc;
+pub mod validate;

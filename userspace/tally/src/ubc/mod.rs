@@ -5,11 +5,13 @@
 mod format;
 mod human;
 mod resource;
+mod validate;
 mod value;
 
 pub use format::{parse_proc, render_proc, ContainerRows, NamedRow, ProcParseError, UbcJson};
 pub use human::{render_human, HumanOptions, NEAR};
 pub use resource::{Resource, Unit};
+pub use validate::{validate, Finding, Severity};
 pub use value::{parse_barrier_limit, ParseError};
 
 pub use tally_common::UNLIMITED;
