@@ -10,6 +10,7 @@
 mod bench;
 mod drive;
 mod env;
+mod exact;
 mod harness;
 mod numproc;
 mod probe;
@@ -30,5 +31,6 @@ fn main() {
     tests.extend(numproc::tests());
     tests.extend(rows::tests());
     tests.extend(views::tests());
+    tests.extend(exact::tests());
     std::process::exit(harness::run(tests, &filter));
 }

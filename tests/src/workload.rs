@@ -13,6 +13,10 @@
 //! `workload hog MB`: allocates and touches MB mebibytes, prints `{"touched":MB}`, waits for a
 //! line, exits (unless the memory controller kills it first).
 //!
+//! `workload random OPS SEED`: OPS randomly chosen operations (fork, kill+reap, open, close,
+//! dup, tcp/udp/unix socket, close, flock, unlock, ptmx open, close) from a seeded generator;
+//! prints `{"ops":OPS,"pid":PID}` with everything still open, waits for a line, exits.
+//!
 //! `workload sendsock NAME` / `recvsock NAME`: a UDP socket made by the sender crosses to the
 //! receiver over SCM_RIGHTS on the abstract unix address NAME (see rows.rs).
 //!
@@ -58,6 +62,10 @@ pub fn main(args: &[String]) -> i32 {
         [cmd, mb] if cmd == "hog" => match mb.parse() {
             Ok(mb) => hog(mb),
             Err(_) => 2,
+        },
+        [cmd, ops, seed] if cmd == "random" => match (ops.parse(), seed.parse()) {
+            (Ok(ops), Ok(seed)) => random(ops, seed),
+            _ => 2,
         },
         [cmd, name] if cmd == "sendsock" => sendsock(name),
         [cmd, name] if cmd == "recvsock" => recvsock(name),
@@ -291,5 +299,120 @@ fn hog(mb: usize) -> i32 {
     let _ = std::io::stdout().flush();
     wait_line();
     drop(chunks);
+    0
+}
+
+/// xorshift64*: a seeded, dependency-free generator, so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n.max(1)
+    }
+}
+
+fn random(ops: usize, seed: u64) -> i32 {
+    use nix::sys::signal::{kill, Signal};
+    use std::os::fd::OwnedFd;
+    let mut rng = Rng(seed | 1);
+    let (mut files, mut socks, mut ptys): (Vec<OwnedFd>, Vec<OwnedFd>, Vec<OwnedFd>) = (vec![], vec![], vec![]);
+    let mut locked: Vec<(OwnedFd, bool)> = vec![];
+    let mut children = vec![];
+    let (wake_r, wake_w) = nix::unistd::pipe().expect("pipe");
+    for i in 0..ops {
+        let take = |v: &mut Vec<OwnedFd>, rng: &mut Rng| {
+            if !v.is_empty() {
+                let k = rng.below(v.len());
+                drop(v.swap_remove(k));
+            }
+        };
+        match rng.below(14) {
+            0 if children.len() < 30 => {
+                // SAFETY: single-threaded; the child closes every inherited fd but its pipe and
+                // waits on it, so only the parent's fds are the container's open files.
+                match unsafe { fork() } {
+                    Ok(ForkResult::Child) => {
+                        let keep = wake_r.as_raw_fd();
+                        for fd in 0..1024 {
+                            if fd != keep {
+                                // SAFETY: closing this child's copies only.
+                                unsafe { libc::close(fd) };
+                            }
+                        }
+                        let mut b = [0u8; 1];
+                        let _ = nix::unistd::read(keep, &mut b);
+                        // SAFETY: leaves the child at once.
+                        unsafe { libc::_exit(0) };
+                    }
+                    Ok(ForkResult::Parent { child }) => children.push(child),
+                    Err(_) => {}
+                }
+            }
+            1 if !children.is_empty() => {
+                let child = children.swap_remove(rng.below(children.len()));
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+            }
+            2 | 3 if files.len() < 60 => {
+                if let Ok(fd) = Kind::Files.make(i) {
+                    files.push(fd);
+                }
+            }
+            4 => take(&mut files, &mut rng),
+            5 if !files.is_empty() && files.len() < 80 => {
+                let k = rng.below(files.len());
+                if let Ok(fd) = files[k].try_clone() {
+                    files.push(fd);
+                }
+            }
+            6 | 7 if socks.len() < 40 => {
+                let kind = [Kind::TcpSocks, Kind::UdpSocks, Kind::UnixSocks][rng.below(3)];
+                if let Ok(fd) = kind.make(i) {
+                    socks.push(fd);
+                }
+            }
+            8 => take(&mut socks, &mut rng),
+            9 if locked.len() < 20 => {
+                if let Ok(fd) = Kind::Flocks.make(i) {
+                    locked.push((fd, true));
+                }
+            }
+            10 if !locked.is_empty() => {
+                // Unlock, or lock again, a file that stays open.
+                let k = rng.below(locked.len());
+                let (fd, is_locked) = &mut locked[k];
+                let op = if *is_locked {
+                    libc::LOCK_UN
+                } else {
+                    libc::LOCK_EX | libc::LOCK_NB
+                };
+                // SAFETY: flock(2) on an fd this process owns.
+                if unsafe { libc::flock(fd.as_raw_fd(), op) } == 0 {
+                    *is_locked = !*is_locked;
+                }
+            }
+            11 if !locked.is_empty() => {
+                let k = rng.below(locked.len());
+                locked.swap_remove(k);
+            }
+            12 if ptys.len() < 8 => {
+                if let Ok(fd) = Kind::Ptys.make(i) {
+                    ptys.push(fd);
+                }
+            }
+            13 => take(&mut ptys, &mut rng),
+            _ => {}
+        }
+    }
+    println!("{{\"ops\":{ops},\"pid\":{}}}", std::process::id());
+    let _ = std::io::stdout().flush();
+    wait_line();
+    drop(wake_w);
+    for c in children {
+        let _ = waitpid(c, None);
+    }
     0
 }
