@@ -7,6 +7,7 @@
 //!        tally-itest workload ARGS...    (internal) a workload run inside a container
 //!        tally-itest bench fork           the fork benchmark (cargo xtask bench fork)
 
+mod abuse;
 mod bench;
 mod drive;
 mod env;
@@ -32,5 +33,6 @@ fn main() {
     tests.extend(rows::tests());
     tests.extend(views::tests());
     tests.extend(exact::tests());
+    tests.extend(abuse::tests());
     std::process::exit(harness::run(tests, &filter));
 }

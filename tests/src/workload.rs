@@ -17,6 +17,11 @@
 //! dup, tcp/udp/unix socket, close, flock, unlock, ptmx open, close) from a seeded generator;
 //! prints `{"ops":OPS,"pid":PID}` with everything still open, waits for a line, exits.
 //!
+//! `workload spin SECS`: CPU-bound work for SECS seconds; prints `{"iterations":N}`.
+//!
+//! `workload bomb SECS`: a fork bomb for SECS seconds: every process forks in a loop, retrying
+//! when refused; the first process is the subreaper and reaps everything before it exits.
+//!
 //! `workload sendsock NAME` / `recvsock NAME`: a UDP socket made by the sender crosses to the
 //! receiver over SCM_RIGHTS on the abstract unix address NAME (see rows.rs).
 //!
@@ -66,6 +71,14 @@ pub fn main(args: &[String]) -> i32 {
         [cmd, ops, seed] if cmd == "random" => match (ops.parse(), seed.parse()) {
             (Ok(ops), Ok(seed)) => random(ops, seed),
             _ => 2,
+        },
+        [cmd, secs] if cmd == "spin" => match secs.parse() {
+            Ok(secs) => spin(secs),
+            Err(_) => 2,
+        },
+        [cmd, secs] if cmd == "bomb" => match secs.parse() {
+            Ok(secs) => bomb(secs),
+            Err(_) => 2,
         },
         [cmd, name] if cmd == "sendsock" => sendsock(name),
         [cmd, name] if cmd == "recvsock" => recvsock(name),
@@ -414,5 +427,42 @@ fn random(ops: usize, seed: u64) -> i32 {
     for c in children {
         let _ = waitpid(c, None);
     }
+    0
+}
+
+fn spin(secs: u64) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let (mut x, mut n) = (1u64, 0u64);
+    while std::time::Instant::now() < deadline {
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        }
+        n += 1;
+    }
+    println!("{{\"iterations\":{n},\"x\":{}}}", x % 2);
+    0
+}
+
+fn bomb(secs: u64) -> i32 {
+    use nix::sys::wait::WaitPidFlag;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    // SAFETY: prctl(2) on this process; orphans of the bomb come back here to be reaped.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let root = std::process::id();
+    while std::time::Instant::now() < deadline {
+        // SAFETY: single-threaded; every child runs this same loop.
+        match unsafe { fork() } {
+            Ok(_) => {}
+            Err(_) => {
+                let _ = waitpid(None, Some(WaitPidFlag::WNOHANG));
+            }
+        }
+    }
+    if std::process::id() != root {
+        // SAFETY: a bomb child leaves at once.
+        unsafe { libc::_exit(0) };
+    }
+    while waitpid(None, None).is_ok() {}
+    println!("{{\"bombed\":{secs}}}");
     0
 }

@@ -93,7 +93,8 @@ pub fn boot_with_tally(
             .map(|b| (bins.join(b), format!("/tally/bin/{b}")))
             .collect(),
         modules: vec![],
-        command: format!("cd /tmp; export PATH=/tally/bin:$PATH; {command}"),
+        // TALLY_ITEST_EMULATED: timing-based checks know the CPUs are emulated.
+        command: format!("cd /tmp; export PATH=/tally/bin:$PATH TALLY_ITEST_EMULATED=1; {command}"),
     };
     let initramfs = cache.join(format!("{}-{tag}.cpio.gz", kernel.name));
     vm::build_initramfs(kernel, &payload, &initramfs)?;

@@ -83,6 +83,7 @@ impl From<HostError> for Failure {
     fn from(e: HostError) -> Self {
         let code = match &e {
             HostError::NoSuchContainer(_) => ExitCode::NoSuchContainer,
+            HostError::Shortage { .. } => ExitCode::ResourceShortage,
             HostError::Config(ConfigError::Value { .. } | ConfigError::Syntax { .. }) => ExitCode::BadValue,
             HostError::Config(ConfigError::Io { .. }) => ExitCode::ConfigSaveFailed,
             _ => ExitCode::SystemError,

@@ -10,6 +10,8 @@ pub enum ExitCode {
     SystemError,
     /// 5: this kernel cannot run tally (vzctl: "kernel lacks support").
     KernelUnsupported,
+    /// 6: a container's beancounter is at its barrier (vzctl: "not enough system resources").
+    ResourceShortage,
     /// 12: not root.
     PermissionDenied,
     /// 14: no such container (vzctl: "container config file does not exist").
@@ -30,6 +32,7 @@ impl ExitCode {
             ExitCode::SetUbcFailed => 1,
             ExitCode::SystemError => 3,
             ExitCode::KernelUnsupported => 5,
+            ExitCode::ResourceShortage => 6,
             ExitCode::PermissionDenied => 12,
             ExitCode::NoSuchContainer => 14,
             ExitCode::BadArgument => 20,
@@ -43,6 +46,7 @@ impl ExitCode {
     pub fn http_status(self) -> u16 {
         match self {
             ExitCode::NoSuchContainer => 404,
+            ExitCode::ResourceShortage => 409,
             ExitCode::BadArgument | ExitCode::BadValue => 400,
             ExitCode::PermissionDenied => 403,
             _ => 500,

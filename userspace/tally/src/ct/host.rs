@@ -75,6 +75,8 @@ pub enum HostError {
     BadInstance(String),
     #[error("container {0} does not exist")]
     NoSuchContainer(CtId),
+    #[error("resource shortage: {resource} in CT {ct} is at its barrier ({held})")]
+    Shortage { ct: CtId, resource: Resource, held: u64 },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
@@ -117,12 +119,13 @@ impl Host {
         })
     }
 
-    /// Controllers the tier enforces with: memory in both (the memory rows), pids where no
-    /// BPF LSM refuses forks. A controller this host lacks is left out; its rows say so.
+    /// Controllers the tier enforces with: memory in both (the memory rows), cpu in both
+    /// (each container a scheduling group, so a busy one cannot starve the others), pids where
+    /// no BPF LSM refuses forks. A controller this host lacks is left out; its rows say so.
     fn controllers(&self) -> Vec<Controller> {
         let wanted: &[Controller] = match self.tier {
-            Tier::Full => &[Controller::Memory],
-            Tier::Fallback => &[Controller::Pids, Controller::Memory],
+            Tier::Full => &[Controller::Memory, Controller::Cpu],
+            Tier::Fallback => &[Controller::Pids, Controller::Memory, Controller::Cpu],
         };
         wanted
             .iter()
@@ -288,12 +291,23 @@ impl Host {
         Ok(rows)
     }
 
-    /// Moves process `pid` into the container (it is charged there from now on).
+    /// Moves process `pid` into the container (it is charged there from now on). Refused when
+    /// the container's numproc is at its barrier: neither the pids controller nor any LSM hook
+    /// refuses a task that migrates in, so this is the only gate on that path.
     pub fn attach(&self, ct: &CtId, pid: u32) -> Result<(), HostError> {
         if !self.exists(ct) {
             return Err(HostError::NoSuchContainer(ct.clone()));
         }
-        Ok(self.cgroup(ct)?.add_process(pid)?)
+        let cgroup = self.cgroup(ct)?;
+        let numproc = self.beancounters(&cgroup, cgroup.id()?)?[Resource::NumProc.index()];
+        if numproc.held >= numproc.barrier {
+            return Err(HostError::Shortage {
+                ct: ct.clone(),
+                resource: Resource::NumProc,
+                held: numproc.held,
+            });
+        }
+        Ok(cgroup.add_process(pid)?)
     }
 
     /// Kills the container's processes, removes its cgroups, beancounters and config.
