@@ -1,6 +1,8 @@
-//! `tally-itest bench fork`: fork+exit+wait in a limited container cgroup, with tally's
-//! programs attached against none attached, interleaved (A B B A ...) in one run so that the
-//! machine's drift hits both alike. Prints `bench:` lines with the ratio of medians.
+//! `tally-itest bench hooks|fork [ROUNDS] [OPS_PER_ROUND]`: the cost of tally's programs on the
+//! operations they hook, inside a limited container: each loop with the programs attached
+//! against none attached, rounds interleaved (A B B A ...) in one run so that the machine's
+//! drift hits both alike, one discarded warm-up round after every switch. Prints a `bench:` line
+//! per loop (ratio of medians) and each program's ns per call from the kernel's BPF stats.
 
 use anyhow::{bail, Context, Result};
 use tally::{
@@ -11,83 +13,137 @@ use tally::{
 
 use crate::env::Env;
 
-const TARGET: f64 = 1.02;
+/// (loop, target ratio): the targets for fork, open and socket; the same bounds for
+/// the others.
+const LOOPS: &[(&str, f64)] = &[
+    ("forkexit", 1.02),
+    ("openclose", 1.05),
+    ("socketclose", 1.05),
+    ("flock", 1.05),
+    ("read4k", 1.02),
+];
 
 pub fn main(args: &[String]) -> i32 {
+    let run = |loops: &[(&str, f64)], rest: &[String]| match bench(loops, rest) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            1
+        }
+    };
     match args {
-        [what, rest @ ..] if what == "fork" => match fork(rest) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("bench fork: {e:#}");
-                1
-            }
-        },
+        [what, rest @ ..] if what == "hooks" => run(LOOPS, rest),
+        [what, rest @ ..] if what == "fork" => run(&LOOPS[..1], rest),
         _ => {
-            eprintln!("usage: tally-itest bench fork [ROUNDS] [FORKS_PER_ROUND]");
+            eprintln!("usage: tally-itest bench hooks|fork [ROUNDS] [OPS_PER_ROUND]");
             2
         }
     }
 }
 
-fn fork(args: &[String]) -> Result<()> {
+fn bench(loops: &[(&str, f64)], args: &[String]) -> Result<()> {
     let rounds: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(20);
     let per_round: u64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(2000);
     let tier = match std::env::var("TALLY_ITEST_TIER").as_deref() {
         Ok("fallback") => Tier::Fallback,
         _ => probe::probe().tier.context("tally cannot run here")?,
     };
-    let mut env = Env::new("bench-fork")?;
-    let result = measure(&env, tier, rounds, per_round);
+    let mut env = Env::new("bench")?;
+    let result = measure(&env, tier, loops, rounds, per_round);
     let cleanup = env.teardown();
-    let (with, without) = result?;
+    let (figures, stats) = result?;
     cleanup?;
-    let ratio = median(&with) / median(&without);
-    let status = if ratio <= TARGET { "met" } else { "missed" };
-    println!(
-        "fork+exit+wait, {tier} tier, median of {rounds} rounds x {per_round}: {:.0} ns with tally's programs, {:.0} ns without",
-        median(&with),
-        median(&without)
-    );
-    println!("bench: fork_exit_wait_{tier}_ratio = {ratio:.3} x (target <= {TARGET}: {status})");
+    for ((name, target), (with, without)) in loops.iter().zip(&figures) {
+        let ratio = median(with) / median(without);
+        let status = if ratio <= *target { "met" } else { "missed" };
+        println!(
+            "{name}, {tier} tier, median of {rounds} rounds x {per_round}: {:.0} ns with tally's programs, {:.0} ns without",
+            median(with),
+            median(without)
+        );
+        println!("bench: {name}_{tier}_ratio = {ratio:.3} x (target <= {target}: {status})");
+    }
+    for s in stats.iter().filter(|s| s.run_count > 0) {
+        println!(
+            "program {}: {:.0} ns per call over {} calls",
+            s.name,
+            s.run_time_ns as f64 / s.run_count as f64,
+            s.run_count
+        );
+    }
     Ok(())
 }
 
-/// Per-fork nanoseconds for each round, with and without programs.
-fn measure(env: &Env, tier: Tier, rounds: usize, per_round: u64) -> Result<(Vec<f64>, Vec<f64>)> {
+type Figures = Vec<(Vec<f64>, Vec<f64>)>;
+
+/// Per-op nanoseconds for each loop and round, with and without programs, and the programs'
+/// own run-time statistics over the rounds with them.
+fn measure(
+    env: &Env,
+    tier: Tier,
+    loops: &[(&str, f64)],
+    rounds: usize,
+    per_round: u64,
+) -> Result<(Figures, Vec<programs::ProgramStats>)> {
     let ct = CtId::parse("bench")?;
     let mut config = CtConfig::default();
-    config.set_limit(Resource::NumProc, 1000, 1000);
-    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for (r, v) in [
+        (Resource::NumProc, 1000),
+        (Resource::NumFile, 100_000),
+        (Resource::NumOtherSock, 100_000),
+        (Resource::NumFlock, 1000),
+    ] {
+        config.set_limit(r, v, v);
+    }
+    let mut figures: Figures = loops.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    let layout = tally::cgroup::Layout::detect()?;
     for round in 0..rounds * 2 {
         // A B B A A B B A ...: each state is first as often as second.
         let attached = matches!(round % 4, 0 | 3);
         let pins = env.instance.pins();
         if attached {
             programs::ensure_bpffs()?;
-            let layout = tally::cgroup::Layout::detect()?;
             programs::ensure_attached(&pins, tier, &env.instance.cgroup_parent(&layout)?)?;
             Host::open(env.instance.clone(), tier)?.apply(&ct, &config)?;
-        } else {
+        }
+        for ((kind, _), (with, without)) in loops.iter().zip(figures.iter_mut()) {
+            // Attaching parses the kernel's BTF and creates maps: a discarded warm-up round
+            // keeps that disturbance out of the figures.
+            op_loop(env, kind, per_round / 4)?;
+            let ns = op_loop(env, kind, per_round)? as f64 / per_round as f64;
+            if attached {
+                with.push(ns)
+            } else {
+                without.push(ns)
+            }
+        }
+        if attached {
             // Returns once the kernel has released the links.
             programs::unpin_all(&pins)?;
         }
-        // Loading parses the kernel's BTF and creates maps: one discarded warm-up round per
-        // round keeps that disturbance out of the figures.
-        forkloop(env, per_round / 4)?;
-        let ns = forkloop(env, per_round)? as f64 / per_round as f64;
-        if attached {
-            with.push(ns);
-        } else {
-            without.push(ns);
-        }
     }
-    Ok((with, without))
+    // The programs' own cost, in a pass of its own: the kernel's run-time stats cost time on
+    // every call, so they stay off while the rounds above are timed.
+    let pins = env.instance.pins();
+    programs::ensure_attached(&pins, tier, &env.instance.cgroup_parent(&layout)?)?;
+    Host::open(env.instance.clone(), tier)?.apply(&ct, &config)?;
+    let stats = {
+        let _stats_on = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time stats")?;
+        for (kind, _) in loops {
+            op_loop(env, kind, per_round)?;
+        }
+        programs::program_stats(&pins)?
+    };
+    programs::unpin_all(&pins)?;
+    Ok((figures, stats))
 }
 
-fn forkloop(env: &Env, n: u64) -> Result<u128> {
-    let out = env.workload_joining("bench", &["forkloop", &n.to_string()])?.output()?;
+fn op_loop(env: &Env, kind: &str, n: u64) -> Result<u128> {
+    let out = env
+        .workload_joining("bench", &["loop", kind, &n.to_string()])?
+        .output()?;
     if !out.status.success() {
-        bail!("forkloop: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("{kind} loop: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }

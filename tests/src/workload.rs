@@ -25,8 +25,9 @@
 //! `workload sendsock NAME` / `recvsock NAME`: a UDP socket made by the sender crosses to the
 //! receiver over SCM_RIGHTS on the abstract unix address NAME (see rows.rs).
 //!
-//! `workload [--join ...] forkloop N`: N times fork, _exit in the child, waitpid; prints the
-//! nanoseconds the loop took (the fork benchmark).
+//! `workload [--join ...] loop KIND N`: N times one operation (forkexit: fork, _exit, waitpid;
+//! openclose; socketclose; flock: lock and unlock; read4k: pread 4 KiB); prints the nanoseconds
+//! the loop took (the hooks benchmark).
 
 use std::{
     io::{BufRead, Write},
@@ -56,8 +57,8 @@ pub fn main(args: &[String]) -> i32 {
             Ok(n) => forks(n),
             Err(_) => 2,
         },
-        [cmd, n] if cmd == "forkloop" => match n.parse() {
-            Ok(n) => forkloop(n),
+        [cmd, kind, n] if cmd == "loop" => match n.parse() {
+            Ok(n) => op_loop(kind, n),
             Err(_) => 2,
         },
         [cmd, kind, n] if cmd == "hold" => match (Kind::parse(kind), n.parse()) {
@@ -123,19 +124,33 @@ fn forks(n: usize) -> i32 {
     0
 }
 
-fn forkloop(n: u64) -> i32 {
+fn op_loop(kind: &str, n: u64) -> i32 {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let file = std::fs::File::open("/proc/self/exe").expect("open own executable");
+    let fd = file.as_raw_fd();
+    let mut buf = [0u8; 4096];
     let start = std::time::Instant::now();
     for _ in 0..n {
-        // SAFETY: single-threaded process; the child only calls _exit.
-        match unsafe { fork() } {
-            Ok(ForkResult::Child) => unsafe { libc::_exit(0) },
-            Ok(ForkResult::Parent { child }) => {
-                let _ = waitpid(child, None);
+        let ok = match kind {
+            // SAFETY: single-threaded; the child only calls _exit.
+            "forkexit" => match unsafe { fork() } {
+                Ok(ForkResult::Child) => unsafe { libc::_exit(0) },
+                Ok(ForkResult::Parent { child }) => waitpid(child, None).is_ok(),
+                Err(_) => false,
+            },
+            "openclose" => std::fs::File::open("/dev/null").is_ok(),
+            "socketclose" => socket(AddressFamily::Inet, SockType::Datagram, SockFlag::empty(), None).is_ok(),
+            // SAFETY: flock(2) and pread(2) on a file this process holds open.
+            "flock" => unsafe { libc::flock(fd, libc::LOCK_EX) == 0 && libc::flock(fd, libc::LOCK_UN) == 0 },
+            "read4k" => unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) == 4096 },
+            _ => {
+                eprintln!("workload: unknown loop {kind}");
+                return 2;
             }
-            Err(e) => {
-                eprintln!("workload: fork: {e}");
-                return 1;
-            }
+        };
+        if !ok {
+            eprintln!("workload: {kind} failed: {}", std::io::Error::last_os_error());
+            return 1;
         }
     }
     println!("{}", start.elapsed().as_nanos());

@@ -1,5 +1,6 @@
 //! `cargo xtask bench NAME`: benchmarks that report ratios against a baseline taken in the
-//! same run. `fork` runs on the host (its tier) and in a Debian 6.12 VM (full tier).
+//! same run, on the host (its tier) and in a Debian 6.12 VM (full tier). `hooks`: fork/exit,
+//! open/close, socket/close, flock/unlock and 4 KiB read loops; `fork`: the first of them.
 
 use anyhow::{bail, Result};
 
@@ -7,25 +8,25 @@ use crate::{boot_with_tally, build_binaries, root, run_cmd, setup, vm};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which benchmark: fork.
+    /// Which benchmark: hooks (fork, open, socket, flock and read loops) or fork (fork only).
     name: String,
     /// Rounds per state (with and without programs).
     #[arg(long, default_value_t = 20)]
     rounds: u32,
-    /// Forks per round.
+    /// Operations per loop and round.
     #[arg(long, default_value_t = 2000)]
-    forks: u32,
+    ops: u32,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.name != "fork" {
-        bail!("unknown benchmark '{}'; available: fork", args.name);
+    if !["hooks", "fork"].contains(&args.name.as_str()) {
+        bail!("unknown benchmark '{}'; available: hooks, fork", args.name);
     }
     setup::run()?;
     let bins = build_binaries()?;
-    let (rounds, forks) = (args.rounds.to_string(), args.forks.to_string());
+    let (rounds, forks) = (args.rounds.to_string(), args.ops.to_string());
     println!("== host");
-    run_cmd(std::process::Command::new(bins.join("tally-itest")).args(["bench", "fork", &rounds, &forks]))?;
+    run_cmd(std::process::Command::new(bins.join("tally-itest")).args(["bench", &args.name, &rounds, &forks]))?;
 
     let cache = root().join("target/tally-vm");
     let kernels = vm::ensure_kernels(&cache)?;
@@ -37,7 +38,7 @@ pub fn run(args: Args) -> Result<()> {
     let b = boot_with_tally(
         kernel,
         &bins,
-        &format!("tally-itest bench fork {rounds} {forks}"),
+        &format!("tally-itest bench {} {rounds} {forks}", args.name),
         "bench",
     )?;
     print!("{}", b.output);

@@ -18,29 +18,34 @@ const IPPROTO_TCP: u32 = 6;
 const ALLOW: i32 = 1;
 const REFUSE: i32 = 0;
 
-#[cgroup_sock(sock_create)]
-pub fn sock_create(ctx: SockContext) -> i32 {
+/// TCP sockets are numtcpsock, every other inet socket numothersock.
+#[inline(always)]
+fn row(ctx: &SockContext) -> usize {
     // SAFETY: ctx.sock is the bpf_sock the kernel hands this program.
     let (sock_type, protocol) = unsafe { ((*ctx.sock).type_, (*ctx.sock).protocol) };
-    let res = if sock_type == SOCK_STREAM && protocol == IPPROTO_TCP {
+    if sock_type == SOCK_STREAM && protocol == IPPROTO_TCP {
         NUMTCPSOCK
     } else {
         NUMOTHERSOCK
-    };
+    }
+}
+
+#[cgroup_sock(sock_create)]
+pub fn sock_create(ctx: SockContext) -> i32 {
     // SAFETY: BPF helpers valid in cgroup/sock programs.
     let (cgid, cookie) = unsafe { (bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.sock as *mut _)) };
-    match charge_object(cookie, res, cgid, Strictness::Hard) {
+    match charge_object(cookie, row(&ctx), cgid, Strictness::Hard) {
         Charge::Refused => REFUSE,
         _ => ALLOW,
     }
 }
 
-/// The socket is being closed, in whatever context drops it.
+/// The socket is being closed, in whatever context drops it. Its type says which row it was
+/// charged to: one lookup, not two.
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
     // SAFETY: a BPF helper valid in cgroup/sock programs.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock as *mut _) };
-    uncharge_object(cookie, NUMTCPSOCK);
-    uncharge_object(cookie, NUMOTHERSOCK);
+    uncharge_object(cookie, row(&ctx));
     ALLOW
 }

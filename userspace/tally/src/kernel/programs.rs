@@ -314,3 +314,46 @@ pub fn is_bpffs(path: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
 }
+
+/// What the kernel measured of one attached program (with BPF stats enabled).
+#[derive(Clone, Debug)]
+pub struct ProgramStats {
+    pub name: String,
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+/// Run-time statistics of the instance's attached programs, found through their link pins.
+/// The kernel counts only while BPF stats are enabled (`aya::sys::enable_stats`).
+pub fn program_stats(pins: &PinLayout) -> Result<Vec<ProgramStats>, KernelError> {
+    let links = pins.root.join("links");
+    let mut wanted = Vec::new();
+    for entry in fs::read_dir(&links)
+        .map_err(|source| KernelError::Io {
+            path: links.clone(),
+            source,
+        })?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Ok(info) = PinnedLink::from_pin(entry.path())
+            .map(FdLink::from)
+            .and_then(|l| l.info())
+        {
+            wanted.push((info.program_id(), name));
+        }
+    }
+    let mut out: Vec<ProgramStats> = aya::programs::loaded_programs()
+        .flatten()
+        .filter_map(|p| {
+            let name = wanted.iter().find(|(id, _)| *id == p.id())?.1.clone();
+            Some(ProgramStats {
+                name,
+                run_time_ns: p.run_time().as_nanos() as u64,
+                run_count: p.run_count(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
