@@ -94,6 +94,11 @@ fn ground_truth(env: &Env, pid: i32, full: bool) -> Result<BTreeMap<Resource, u6
     for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
         let entry = entry?;
         let fd: RawFd = entry.file_name().to_string_lossy().parse()?;
+        // stdin, stdout and stderr come from the test harness, opened outside the container
+        // (in the VM stderr is /dev/console): never charged to it.
+        if fd <= 2 {
+            continue;
+        }
         let target = std::fs::read_link(entry.path())?.to_string_lossy().into_owned();
         if target.starts_with("socket:") {
             sockets.push(fd);

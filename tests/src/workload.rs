@@ -19,8 +19,11 @@
 //!
 //! `workload spin SECS`: CPU-bound work for SECS seconds; prints `{"iterations":N}`.
 //!
-//! `workload bomb SECS`: a fork bomb for SECS seconds: every process forks in a loop, retrying
-//! when refused; the first process is the subreaper and reaps everything before it exits.
+//! `workload abuse SECS`: one abusive tenant: a memory hog (a child touching 1 GiB), a flock
+//! flood, a socket flood and an fd flood (each until refused 50 times), then a fork bomb for
+//! SECS seconds (every process forks in a loop, retrying when refused; its root is the
+//! subreaper and reaps everything); prints `{"flocks":F,"socks":S,"files":N}` with all of it
+//! going, waits for a line, lets go of everything.
 //!
 //! `workload sendsock NAME` / `recvsock NAME`: a UDP socket made by the sender crosses to the
 //! receiver over SCM_RIGHTS on the abstract unix address NAME (see rows.rs).
@@ -77,8 +80,8 @@ pub fn main(args: &[String]) -> i32 {
             Ok(secs) => spin(secs),
             Err(_) => 2,
         },
-        [cmd, secs] if cmd == "bomb" => match secs.parse() {
-            Ok(secs) => bomb(secs),
+        [cmd, secs] if cmd == "abuse" => match secs.parse() {
+            Ok(secs) => abuse(secs),
             Err(_) => 2,
         },
         [cmd, name] if cmd == "sendsock" => sendsock(name),
@@ -458,6 +461,64 @@ fn spin(secs: u64) -> i32 {
     0
 }
 
+/// Makes objects of `kind` until 50 of them were refused (or `cap` were tried).
+fn flood(kind: Kind, cap: usize) -> Vec<std::os::fd::OwnedFd> {
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for i in 0..cap {
+        match kind.make(i) {
+            Ok(fd) => held.push(fd),
+            Err(_) => refused += 1,
+        }
+        if refused == 50 {
+            break;
+        }
+    }
+    held
+}
+
+fn abuse(secs: u64) -> i32 {
+    // SAFETY: single-threaded; the child only touches memory until the OOM killer stops it.
+    let hog = match unsafe { fork() } {
+        Ok(ForkResult::Child) => unsafe { libc::_exit(hog_quietly()) },
+        Ok(ForkResult::Parent { child }) => Some(child),
+        Err(_) => None,
+    };
+    // Flocks first: once the fd flood has filled numfile, no file could be opened to lock.
+    // Caps well above the test's limits, so that where a row is not kept (the fallback tier)
+    // the flood ends without refusals but without exhausting the host either.
+    let flocks = flood(Kind::Flocks, 200);
+    let socks = flood(Kind::TcpSocks, 1000);
+    let files = flood(Kind::Files, 2000);
+    // SAFETY: as above; the bomb's root runs the bomb and exits.
+    let bomb = match unsafe { fork() } {
+        Ok(ForkResult::Child) => unsafe { libc::_exit(bomb(secs)) },
+        Ok(ForkResult::Parent { child }) => Some(child),
+        Err(_) => None,
+    };
+    println!(
+        "{{\"flocks\":{},\"socks\":{},\"files\":{}}}",
+        flocks.len(),
+        socks.len(),
+        files.len()
+    );
+    let _ = std::io::stdout().flush();
+    wait_line();
+    drop((flocks, socks, files));
+    for child in [bomb, hog].into_iter().flatten() {
+        let _ = waitpid(child, None);
+    }
+    0
+}
+
+fn hog_quietly() -> i32 {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..1024 {
+        chunks.push(vec![0x5a; 1 << 20]);
+    }
+    0
+}
+
+/// Every process forks in a loop until the deadline; the root is the subreaper.
 fn bomb(secs: u64) -> i32 {
     use nix::sys::wait::WaitPidFlag;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -466,11 +527,8 @@ fn bomb(secs: u64) -> i32 {
     let root = std::process::id();
     while std::time::Instant::now() < deadline {
         // SAFETY: single-threaded; every child runs this same loop.
-        match unsafe { fork() } {
-            Ok(_) => {}
-            Err(_) => {
-                let _ = waitpid(None, Some(WaitPidFlag::WNOHANG));
-            }
+        if unsafe { fork() }.is_err() {
+            let _ = waitpid(None, Some(WaitPidFlag::WNOHANG));
         }
     }
     if std::process::id() != root {
@@ -478,6 +536,5 @@ fn bomb(secs: u64) -> i32 {
         unsafe { libc::_exit(0) };
     }
     while waitpid(None, None).is_ok() {}
-    println!("{{\"bombed\":{secs}}}");
     0
 }
