@@ -101,6 +101,13 @@ impl ContainerCgroup {
         write(&self.controller_dir(Controller::Pids)?.join("pids.max"), &value)
     }
 
+    /// Tasks the pids controller counts (zombies included), from pids.current.
+    pub fn pids_current(&self) -> Result<u64, CgroupError> {
+        let path = self.controller_dir(Controller::Pids)?.join("pids.current");
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        Ok(text.trim().parse().unwrap_or(0))
+    }
+
     /// Forks refused by pids.max ("max" in pids.events; pids.events.local where the kernel
     /// has it, since newer kernels count the whole subtree in pids.events).
     pub fn pids_refusals(&self) -> Result<u64, CgroupError> {

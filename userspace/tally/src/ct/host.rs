@@ -300,11 +300,17 @@ impl Host {
         }
         let cgroup = self.cgroup(ct)?;
         let numproc = self.beancounters(&cgroup, cgroup.id()?)?[Resource::NumProc.index()];
-        if numproc.held >= numproc.barrier {
+        // The fallback tier's held leaves out zombies; the pids controller, which enforces
+        // there, still counts them.
+        let held = match self.tier {
+            Tier::Full => numproc.held,
+            Tier::Fallback => numproc.held.max(cgroup.pids_current()?),
+        };
+        if held >= numproc.barrier {
             return Err(HostError::Shortage {
                 ct: ct.clone(),
                 resource: Resource::NumProc,
-                held: numproc.held,
+                held,
             });
         }
         Ok(cgroup.add_process(pid)?)
