@@ -106,6 +106,10 @@ pub fn tests() -> Vec<Test> {
         name: "ram_limit_counts_physpages_and_stops_a_memory_hog",
         run: ram_limit,
     });
+    v.push(Test {
+        name: "privvmpages_counts_private_memory_and_guarantees_reach_the_memory_controller",
+        run: privvm_and_guarantees,
+    });
     v
 }
 
@@ -294,5 +298,69 @@ fn ram_limit(env: &mut Env) -> Outcome {
         "the peak must stay within the limit: {after:?}"
     );
     check!(after.held <= limit_pages, "held past the limit: {after:?}");
+    Outcome::Pass
+}
+
+/// privvmpages counts the private memory of the container's processes; vmguarpages' and
+/// oomguarpages' barriers become memory.low and memory.min where cgroup v2 has them.
+fn privvm_and_guarantees(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let out = try_or_fail!(
+        env.tally(&[
+            "set",
+            CT,
+            "--vmguarpages",
+            "1000:unlimited",
+            "--oomguarpages",
+            "500:unlimited"
+        ]),
+        "tally set"
+    );
+    check!(
+        out.status.success(),
+        "tally set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cmd = env.tally_command();
+    cmd.args(["exec", CT, "--"])
+        .arg(env.itest_binary())
+        .args(["workload", "hog", "8"]);
+    let mut hog = try_or_fail!(Driven::start(cmd), "starting an 8 MiB workload");
+    try_or_fail!(hog.read::<serde_json::Value>(), "the 8 MiB workload");
+    let during = try_or_fail!(env.ubc_row(CT, Resource::PrivVmPages), "privvmpages");
+    try_or_fail!(hog.finish(), "ending the workload");
+    check!(
+        during.held >= 8 * 256,
+        "8 MiB of private data should be held: {during:?}"
+    );
+    try_or_fail!(
+        env.wait_row(CT, Resource::PrivVmPages, "held 0", |r| r.held == 0),
+        "after the workload"
+    );
+
+    let layout = try_or_fail!(tally::cgroup::Layout::detect(), "cgroup layout");
+    match layout.controllers.get(&tally::cgroup::Controller::Memory) {
+        Some((mount, tally::cgroup::Flavor::V2)) => {
+            let dir = mount.join(&env.instance.name).join(CT);
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.join(f))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            let page = tally::ubc::page_size();
+            check!(
+                read("memory.low") == (1000 * page).to_string(),
+                "memory.low is {}",
+                read("memory.low")
+            );
+            check!(
+                read("memory.min") == (500 * page).to_string(),
+                "memory.min is {}",
+                read("memory.min")
+            );
+        }
+        _ => println!("    (the memory controller is v1 here: no guarantees to check, as tally check says)"),
+    }
     Outcome::Pass
 }

@@ -126,3 +126,20 @@ impl ContainerCgroup {
         Ok(())
     }
 }
+
+impl ContainerCgroup {
+    /// The kernel's memory guarantees (cgroup v2): `low` protects from reclaim as far as it can,
+    /// `min` always; bytes, None for none. Returns false where the controller has no such knobs
+    /// (v1), so that the caller can say the guarantee is not kept there.
+    pub fn set_memory_guarantees(&self, low: Option<u64>, min: Option<u64>) -> Result<bool, CgroupError> {
+        let (dir, flavor) = self.memory()?;
+        if flavor == Flavor::V1 {
+            return Ok(false);
+        }
+        for (file, value) in [("memory.low", low), ("memory.min", min)] {
+            let path = dir.join(file);
+            fs::write(&path, value.unwrap_or(0).to_string()).map_err(io_err(&path))?;
+        }
+        Ok(true)
+    }
+}

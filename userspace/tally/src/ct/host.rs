@@ -226,6 +226,14 @@ impl Host {
                 bounded(Resource::PhysPages).map(bytes),
                 bounded(Resource::SwapPages).map(bytes),
             )?;
+            // OpenVZ's guarantees as the kernel offers them: vmguarpages' barrier is protected
+            // from reclaim (memory.low), oomguarpages' barrier always (memory.min).
+            let guarantee =
+                |r: Resource| Some(rows.rows[r.index()].barrier).filter(|b| *b != tally_common::UNLIMITED && *b > 0);
+            cgroup.set_memory_guarantees(
+                guarantee(Resource::VmGuarPages).map(bytes),
+                guarantee(Resource::OomGuarPages).map(bytes),
+            )?;
         }
         Ok(())
     }
@@ -288,6 +296,9 @@ impl Host {
         if cgroup.has_memory() {
             memory_rows(&mut rows, &cgroup.memory_usage()?);
         }
+        let privvm = &mut rows[Resource::PrivVmPages.index()];
+        privvm.held = private_vm_pages(&cgroup.pids()?);
+        privvm.maxheld = privvm.maxheld.max(privvm.held);
         Ok(rows)
     }
 
@@ -378,4 +389,26 @@ fn memory_rows(rows: &mut [Beancounter; RESOURCE_COUNT], m: &crate::cgroup::Memo
     if let Some(locked) = stat("unevictable") {
         set(Resource::LockedPages, locked / page, None, None);
     }
+}
+
+/// privvmpages, as the kernel accounts private memory per process: private writable mappings
+/// (VmData) and stacks (VmStk) of every process in the container, in pages. Sampled when read;
+/// not refused (vm_enough_memory, the hook that could, is closed to BPF on these kernels).
+fn private_vm_pages(pids: &[u32]) -> u64 {
+    let kib: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    let (key, rest) = l.split_once(':')?;
+                    matches!(key, "VmData" | "VmStk")
+                        .then(|| rest.split_whitespace().next()?.parse::<u64>().ok())
+                        .flatten()
+                })
+                .sum::<u64>()
+        })
+        .sum();
+    kib * 1024 / page_size()
 }

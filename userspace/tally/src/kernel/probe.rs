@@ -265,7 +265,19 @@ fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
             "accounted",
             "memory controller's memory.stat (kernel, slab_reclaimable, shmem, unevictable); not refused",
         ),
-        (OomGuarPages, _) => ("accounted", "RAM + swap in use, from the memory controller"),
+        (OomGuarPages, _) => (
+            "accounted",
+            "RAM + swap in use, from the memory controller; barrier = memory.min (a guarantee, cgroup v2 only)",
+        ),
+        (VmGuarPages, _) => (
+            "guarantee",
+            "barrier = memory.low (cgroup v2 only); no held of its own, as in OpenVZ",
+        ),
+        (PrivVmPages, _) => (
+            "accounted",
+            "private writable memory and stacks of the container's processes (VmData + VmStk), sampled when \
+             read; not refused: vm_enough_memory is closed to BPF",
+        ),
         _ => ("not yet", "not implemented yet: shows held 0 and unlimited"),
     }
 }
