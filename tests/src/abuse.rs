@@ -57,16 +57,8 @@ fn contained(env: &mut Env) -> Outcome {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let in_ct = |ct: &str, args: &[&str]| {
-        let mut cmd = env.tally_command();
-        cmd.args(["exec", ct, "--"])
-            .arg(env.itest_binary())
-            .arg("workload")
-            .args(args);
-        cmd
-    };
     let spin = |label: &str| -> anyhow::Result<f64> {
-        let out = in_ct(B, &["spin", SPIN_SECS]).output()?;
+        let out = env.workload_in(B, &["spin", SPIN_SECS]).output()?;
         anyhow::ensure!(
             out.status.success(),
             "{label} spin failed: {}",
@@ -77,7 +69,10 @@ fn contained(env: &mut Env) -> Outcome {
     };
     let solo = try_or_fail!(spin("solo"), "B alone");
 
-    let mut tenant = try_or_fail!(Driven::start(in_ct(A, &["abuse", "10"])), "starting the abuse");
+    let mut tenant = try_or_fail!(
+        Driven::start(env.workload_in(A, &["abuse", "10"])),
+        "starting the abuse"
+    );
     let floods: serde_json::Value = try_or_fail!(tenant.read(), "the abuse");
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
@@ -85,7 +80,10 @@ fn contained(env: &mut Env) -> Outcome {
     let host_latency = started.elapsed();
     let shared = try_or_fail!(spin("shared"), "B beside the abuse");
     // A is full: nobody else gets in while the bomb holds every task A may have.
-    let refused = try_or_fail!(in_ct(A, &["spin", "1"]).output(), "exec into a full container");
+    let refused = try_or_fail!(
+        env.workload_in(A, &["spin", "1"]).output(),
+        "exec into a full container"
+    );
     try_or_fail!(tenant.finish(), "ending the abuse");
 
     let ratio = shared / solo;

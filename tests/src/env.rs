@@ -115,6 +115,16 @@ impl Env {
         c
     }
 
+    /// `tally exec CT -- tally-itest workload ARGS`: a workload inside container `ct`.
+    pub fn workload_in(&self, ct: &str, args: &[&str]) -> Command {
+        let mut cmd = self.tally_command();
+        cmd.args(["exec", ct, "--"])
+            .arg(self.itest_binary())
+            .arg("workload")
+            .args(args);
+        cmd
+    }
+
     pub fn itest_binary(&self) -> PathBuf {
         self.bin_dir.join("tally-itest")
     }

@@ -60,10 +60,7 @@ fn exact(env: &mut Env) -> Outcome {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    let mut cmd = env.tally_command();
-    cmd.args(["exec", CT, "--"])
-        .arg(env.itest_binary())
-        .args(["workload", "random", OPS, &seed.to_string()]);
+    let cmd = env.workload_in(CT, &["random", OPS, &seed.to_string()]);
     let mut w = try_or_fail!(Driven::start(cmd), "starting the workload");
     let paused: Paused = try_or_fail!(w.read(), "the workload");
     let truth = try_or_fail!(

@@ -65,10 +65,7 @@ impl Running {
 }
 
 fn storm_through_tally_exec(env: &Env) -> Result<Running> {
-    let mut cmd = env.tally_command();
-    cmd.args(["exec", CT, "--"])
-        .arg(env.itest_binary())
-        .args(["workload", "forks", &ATTEMPTS.to_string()]);
+    let cmd = env.workload_in(CT, &["forks", &ATTEMPTS.to_string()]);
     Running::start(cmd)
 }
 

@@ -147,13 +147,7 @@ fn run_case(env: &mut Env) -> Outcome {
     );
     let idle = try_or_fail!(env.ubc_row(CT, case.row), "reading the row");
 
-    let mut cmd = env.tally_command();
-    cmd.args(["exec", CT, "--"]).arg(env.itest_binary()).args([
-        "workload",
-        "hold",
-        case.kind,
-        &case.attempts.to_string(),
-    ]);
+    let cmd = env.workload_in(CT, &["hold", case.kind, &case.attempts.to_string()]);
     let mut w = try_or_fail!(Driven::start(cmd), "starting the workload");
     let held: Held = try_or_fail!(w.read(), "the workload's count");
     let during = try_or_fail!(env.ubc_row(CT, case.row), "reading the row during the workload");
@@ -216,13 +210,7 @@ fn crosses_containers(env: &mut Env) -> Outcome {
     }
     let row = |ct: &str| env.ubc_row(ct, Resource::NumOtherSock);
     let name = format!("{}-xfer", env.instance.name);
-    let workload = |ct: &str, what: &str| {
-        let mut cmd = env.tally_command();
-        cmd.args(["exec", ct, "--"])
-            .arg(env.itest_binary())
-            .args(["workload", what, &name]);
-        cmd
-    };
+    let workload = |ct: &str, what: &str| env.workload_in(ct, &[what, &name]);
     let mut b = try_or_fail!(Driven::start(workload("302", "recvsock")), "starting B");
     try_or_fail!(b.read::<serde_json::Value>(), "B getting ready");
     let b_idle = try_or_fail!(row("302"), "B's row");
@@ -270,13 +258,7 @@ fn ram_limit(env: &mut Env) -> Outcome {
         "--ram 32M should be physpages 0:{limit_pages}: {row:?}"
     );
 
-    let hog = |mb: &str| {
-        let mut cmd = env.tally_command();
-        cmd.args(["exec", CT, "--"])
-            .arg(env.itest_binary())
-            .args(["workload", "hog", mb]);
-        cmd
-    };
+    let hog = |mb: &str| env.workload_in(CT, &["hog", mb]);
     let mut small = try_or_fail!(Driven::start(hog("8")), "starting an 8 MiB workload");
     try_or_fail!(small.read::<serde_json::Value>(), "the 8 MiB workload");
     let during = try_or_fail!(env.ubc_row(CT, Resource::PhysPages), "physpages");
@@ -321,10 +303,7 @@ fn privvm_and_guarantees(env: &mut Env) -> Outcome {
         "tally set: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut cmd = env.tally_command();
-    cmd.args(["exec", CT, "--"])
-        .arg(env.itest_binary())
-        .args(["workload", "hog", "8"]);
+    let cmd = env.workload_in(CT, &["hog", "8"]);
     let mut hog = try_or_fail!(Driven::start(cmd), "starting an 8 MiB workload");
     try_or_fail!(hog.read::<serde_json::Value>(), "the 8 MiB workload");
     let during = try_or_fail!(env.ubc_row(CT, Resource::PrivVmPages), "privvmpages");

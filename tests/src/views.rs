@@ -36,10 +36,7 @@ fn views_agree(env: &mut Env) -> Outcome {
         "tally set: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut cmd = env.tally_command();
-    cmd.args(["exec", "101", "--"])
-        .arg(env.itest_binary())
-        .args(["workload", "forks", "30"]);
+    let cmd = env.workload_in("101", &["forks", "30"]);
     let mut storm = try_or_fail!(Driven::start(cmd), "fork storm");
     let counted: serde_json::Value = try_or_fail!(storm.read(), "fork storm");
     try_or_fail!(storm.finish(), "ending the storm");
