@@ -107,6 +107,10 @@ pub fn tests() -> Vec<Test> {
         run: ram_limit,
     });
     v.push(Test {
+        name: "rows_behave_as_tally_check_says_on_this_host",
+        run: as_check_says,
+    });
+    v.push(Test {
         name: "privvmpages_counts_private_memory_and_guarantees_reach_the_memory_controller",
         run: privvm_and_guarantees,
     });
@@ -341,5 +345,86 @@ fn privvm_and_guarantees(env: &mut Env) -> Outcome {
         }
         _ => println!("    (the memory controller is v1 here: no guarantees to check, as tally check says)"),
     }
+    Outcome::Pass
+}
+
+/// `tally check`'s row table, taken at its word: a row it calls "not kept" is neither counted nor
+/// refused here, and every row it calls "enforced" has a crossing test above in this tier.
+fn as_check_says(env: &mut Env) -> Outcome {
+    let ready = try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let full = ready.contains("tier=full");
+    let out = try_or_fail!(env.tally(&["check", "--json"]), "tally check");
+    let report: serde_json::Value = try_or_fail!(serde_json::from_slice(&out.stdout), "tally check --json");
+    let status = |row: &str| {
+        report["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["resource"] == row)
+            .and_then(|r| r["status"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    // Rows with a crossing test in this tier (CASES, plus numproc and physpages elsewhere).
+    let mut crossed: Vec<&str> = CASES
+        .iter()
+        .filter(|(_, c)| if full { true } else { c.fallback.is_some() })
+        .map(|(_, c)| c.row.name())
+        .collect();
+    crossed.extend(["numproc", "physpages"]);
+    for row in report["rows"].as_array().into_iter().flatten() {
+        let (name, st) = (
+            row["resource"].as_str().unwrap_or(""),
+            row["status"].as_str().unwrap_or(""),
+        );
+        if st == "enforced" {
+            check!(
+                crossed.contains(&name) || name == "swappages",
+                "{name} is called enforced but no test crosses it in this tier"
+            );
+        }
+    }
+    // Each "not kept" row this suite has a workload for: no refusal past a tiny barrier, held 0.
+    let kinds = [
+        ("numfile", "files"),
+        ("numflock", "flocks"),
+        ("numpty", "ptys"),
+        ("numothersock", "unixsocks"),
+    ];
+    let mut looked = 0;
+    for (row, kind) in kinds {
+        let kept = status(row);
+        let unix_not_kept = row == "numothersock" && !full;
+        if kept != "not kept" && !unix_not_kept {
+            continue;
+        }
+        looked += 1;
+        let r = Resource::from_name(row).expect("a row");
+        let out = try_or_fail!(env.tally(&["set", CT, &format!("--{row}"), "2"]), "tally set");
+        check!(
+            out.status.success(),
+            "tally set: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut w = try_or_fail!(
+            Driven::start(env.workload_in(CT, &["hold", kind, "10"])),
+            "the workload"
+        );
+        let held: Held = try_or_fail!(w.read(), "the workload's count");
+        let during = try_or_fail!(env.ubc_row(CT, r), "the row");
+        try_or_fail!(w.finish(), "ending the workload");
+        check!(
+            held.refused == 0 && held.made == 10,
+            "{row} ({kind}) is 'not kept' yet something refused: {held:?}"
+        );
+        check!(
+            during.held == 0 && during.failcnt == 0,
+            "{row} ({kind}) is 'not kept' yet counted: {during:?}"
+        );
+    }
+    check!(
+        full || looked > 0,
+        "the fallback tier should have rows that are not kept"
+    );
     Outcome::Pass
 }
