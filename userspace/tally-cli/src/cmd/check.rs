@@ -1,6 +1,9 @@
 //! `tally check [--json]`: the probe's report. Exit 0 when tally can run here, 5 otherwise.
 
-use tally::{api::ExitCode, kernel::probe};
+use tally::{
+    api::ExitCode,
+    kernel::{probe, Tier},
+};
 
 use crate::Failure;
 
@@ -9,6 +12,9 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Show how each row would be kept in this tier on this host (default: the tier it gets).
+    #[arg(long, value_parser = ["full", "fallback"])]
+    tier: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<i32, Failure> {
@@ -18,7 +24,20 @@ pub fn run(args: Args) -> Result<i32, Failure> {
             "check loads BPF programs: run it as root",
         ));
     }
-    let r = probe::probe();
+    let mut r = probe::probe();
+    match (args.tier.as_deref(), r.tier) {
+        (Some("full"), Some(Tier::Fallback)) => {
+            return Err(Failure::new(
+                ExitCode::KernelUnsupported,
+                format!("no full tier on this host: {}", r.reason),
+            ));
+        }
+        (Some(asked), Some(_)) => {
+            let tier = if asked == "full" { Tier::Full } else { Tier::Fallback };
+            r.rows = probe::row_plans(tier);
+        }
+        _ => {}
+    }
     if args.json {
         println!(
             "{}",
