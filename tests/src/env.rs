@@ -46,16 +46,21 @@ impl Env {
         })
     }
 
-    /// Starts tallyd and waits for its ready line, which it returns.
+    /// Starts tallyd in the tier the run asks for (TALLY_ITEST_TIER, default auto) and waits for
+    /// its ready line, which it returns.
     pub fn start_tallyd(&mut self) -> Result<String> {
+        let tier = std::env::var("TALLY_ITEST_TIER").unwrap_or_else(|_| "auto".into());
+        self.start_tallyd_in(&tier)
+    }
+
+    pub fn start_tallyd_in(&mut self, tier: &str) -> Result<String> {
         if self.daemon.is_some() {
             bail!("tallyd already running");
         }
-        let tier = std::env::var("TALLY_ITEST_TIER").unwrap_or_else(|_| "auto".into());
         let mut child = Command::new(self.bin_dir.join("tallyd"))
             .arg("--root")
             .arg(&self.instance.root)
-            .args(["--instance", &self.instance.name, "--tier", &tier])
+            .args(["--instance", &self.instance.name, "--tier", tier])
             .arg("--socket")
             .arg(&self.socket)
             .env("RUST_LOG", "warn")

@@ -27,6 +27,10 @@ pub fn tests() -> Vec<Test> {
             run: lsm_refuses,
         },
         Test {
+            name: "a_tallyd_of_another_tier_replaces_the_pinned_programs",
+            run: tier_change_replaces_programs,
+        },
+        Test {
             name: "bad_container_ids_and_limits_are_refused_and_change_nothing",
             run: bad_input_changes_nothing,
         },
@@ -77,10 +81,7 @@ fn storm_joining_directly(env: &Env) -> Result<Running> {
 /// tallyd running, and container CT with numproc 20:20; returns tallyd's ready line.
 fn container_with_limit(env: &mut Env) -> Result<String> {
     let ready = env.start_tallyd()?;
-    let out = env.tally(&["set", CT, "--numproc", "20:20"])?;
-    if !out.status.success() {
-        bail!("tally set failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    container_with_limit_on_running(env)?;
     Ok(ready)
 }
 
@@ -201,6 +202,58 @@ fn lsm_refuses(env: &mut Env) -> Outcome {
         storm.eagain
     );
     Outcome::Pass
+}
+
+/// A tallyd of another tier than the pinned programs' replaces them all: the two tiers'
+/// programs side by side would count every fork twice. The same tier adopts them.
+fn tier_change_replaces_programs(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd_in("fallback"), "starting tallyd in the fallback tier");
+    try_or_fail!(env.stop_tallyd(), "stopping tallyd");
+    let ready = try_or_fail!(env.start_tallyd_in("auto"), "starting tallyd in its own tier");
+    let links: Vec<String> = std::fs::read_dir(env.instance.pins().root.join("links"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if ready.contains("tier=full") {
+        check!(
+            ready.contains("programs=fresh"),
+            "the full tier must attach its own programs: {ready}"
+        );
+        check!(
+            links.iter().any(|l| l == "task_alloc"),
+            "full-tier links missing: {links:?}"
+        );
+        check!(
+            !links.iter().any(|l| l == "sched_process_fork"),
+            "fallback links left beside the full tier's: {links:?}"
+        );
+    } else {
+        check!(
+            ready.contains("programs=adopted"),
+            "the same tier adopts the pinned programs: {ready}"
+        );
+    }
+    try_or_fail!(container_with_limit_on_running(env), "setting a limit");
+    let storm = try_or_fail!(storm_through_tally_exec(env).and_then(Running::release), "fork storm");
+    try_or_fail!(check_storm(&storm), "fork storm after the tier change");
+    let row = try_or_fail!(
+        env.wait_row(CT, Resource::NumProc, "held 0", |r| r.held == 0),
+        "after the storm"
+    );
+    check!(row.maxheld == LIMIT, "counted once, peak at the limit: {row:?}");
+    Outcome::Pass
+}
+
+/// Container CT with numproc 20:20 on an already running tallyd.
+fn container_with_limit_on_running(env: &Env) -> Result<()> {
+    let out = env.tally(&["set", CT, "--numproc", "20:20"])?;
+    if !out.status.success() {
+        bail!("tally set failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
 }
 
 fn bad_input_changes_nothing(env: &mut Env) -> Outcome {

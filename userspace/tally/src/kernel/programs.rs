@@ -144,11 +144,13 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
             source,
         })?;
     }
-    // Links of a half-finished earlier attach are dropped and made again; the maps (and so
-    // the counters) are kept.
-    for s in specs {
-        remove_file(&pins.link(s.name))?;
-    }
+    // Every link already pinned goes before attaching: links of a half-finished earlier attach
+    // are made again, and links of the other tier (an earlier tallyd that ran it) would count
+    // twice beside this tier's. The maps, and so the counters, are kept.
+    let pinned: Vec<PathBuf> = fs::read_dir(pins.root.join("links"))
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    detach_and_wait(&pinned)?;
 
     let kernel_btf = KernelBtf::load(Path::new(VMLINUX))?;
     let offsets = program_offsets(&kernel_btf)?;
