@@ -3,7 +3,7 @@
 //! `failcnt`; `maxheld` moves only on success. Cgroups without a `limits` row are not
 //! containers and are never charged.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns};
 use tally_common::{stat, ChargeKey, Counter, LimitHit, EVENT_INTERVAL_NS, RESOURCE_COUNT};
 
 use crate::{
@@ -167,5 +167,18 @@ fn limit_hit(cgid: u64, res: usize, last_event_ns: *mut u64, mut event: LimitHit
     event.time_ns = now;
     if EVENTS.output::<LimitHit>(&event, 0).is_err() {
         bump_stat(stat::EVENTS_LOST);
+    }
+}
+
+/// The refusing hooks' common case: hard-charges one `res` for `object` to the caller's
+/// container. Returns what the hook returns: `-errno` when refused, 0 otherwise (also for
+/// cgroups that are not containers).
+#[inline(always)]
+pub fn charge_caller(object: u64, res: usize, errno: i32) -> i32 {
+    // SAFETY: a BPF helper without preconditions.
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    match charge_object(object, res, cgid, Strictness::Hard) {
+        Charge::Refused => -errno,
+        Charge::NotContainer | Charge::Charged => 0,
     }
 }

@@ -5,7 +5,7 @@
 use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmContext};
 use tally_common::res::{NUMFILE, NUMFLOCK, NUMPTY};
 
-use crate::charge::{charge_object, is_charged, uncharge_object, Charge, Strictness};
+use crate::charge::{charge_caller, charge_object, is_charged, uncharge_object, Charge, Strictness};
 use crate::kernel::file_rdev;
 
 const ENFILE: i32 = 23;
@@ -64,12 +64,7 @@ pub fn file_lock(ctx: LsmContext) -> i32 {
     if is_charged(file, NUMFLOCK) {
         return 0;
     }
-    // SAFETY: a BPF helper without preconditions.
-    let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge_object(file, NUMFLOCK, cgid, Strictness::Hard) {
-        Charge::Refused => -ENOLCK,
-        _ => 0,
-    }
+    charge_caller(file, NUMFLOCK, ENOLCK)
 }
 
 /// security_file_free(file): the last reference is gone, in whatever context dropped it.

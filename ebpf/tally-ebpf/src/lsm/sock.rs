@@ -5,7 +5,7 @@
 use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmContext};
 use tally_common::res::{NUMOTHERSOCK, NUMTCPSOCK};
 
-use crate::charge::{charge, charge_object, uncharge, uncharge_object, Charge, Strictness};
+use crate::charge::{charge, charge_caller, charge_object, uncharge, uncharge_object, Charge, Strictness};
 use crate::kernel::socket_sk;
 
 const ENOBUFS: i32 = 105;
@@ -39,13 +39,7 @@ pub fn socket_post_create(ctx: LsmContext) -> i32 {
     let Some(sk) = socket_sk(ctx.arg(0)) else {
         return 0;
     };
-    let res = row(ctx.arg(1), ctx.arg(2), ctx.arg(3));
-    // SAFETY: a BPF helper without preconditions.
-    let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge_object(sk, res, cgid, Strictness::Hard) {
-        Charge::Refused => -ENOBUFS,
-        _ => 0,
-    }
+    charge_caller(sk, row(ctx.arg(1), ctx.arg(2), ctx.arg(3)), ENOBUFS)
 }
 
 /// security_socket_accept(sock, newsock): the gate for accepted TCP sockets. The new sock

@@ -2,13 +2,12 @@
 //! uncharged when it is reaped, to the container recorded at charge time.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_cgroup_id,
     macros::{fentry, lsm},
     programs::{FEntryContext, LsmContext},
 };
 use tally_common::res::NUMPROC;
 
-use crate::charge::{charge_object, uncharge_object, Charge, Strictness};
+use crate::charge::{charge_caller, uncharge_object};
 
 const EAGAIN: i32 = 11;
 
@@ -26,11 +25,9 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
     if previous != 0 {
         return Err(previous);
     }
-    // SAFETY: a BPF helper without preconditions.
-    let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge_object(ctx.arg(0), NUMPROC, cgid, Strictness::Hard) {
-        Charge::Refused => Err(-EAGAIN),
-        Charge::NotContainer | Charge::Charged => Ok(0),
+    match charge_caller(ctx.arg(0), NUMPROC, EAGAIN) {
+        0 => Ok(0),
+        refused => Err(refused),
     }
 }
 
