@@ -50,7 +50,7 @@ fn contained(env: &mut Env) -> Outcome {
         "0",
     ];
     for ct in [A, B] {
-        let out = try_or_fail!(env.tally(&[&["set", ct][..], &limits].concat()), "tally set");
+        let out = try_or_fail!(env.set(ct, &limits), "tally set");
         check!(
             out.status.success(),
             "tally set: {}",

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use tally::{
     cgroup::{ContainerCgroup, Controller, Layout},
-    ct::Instance,
+    ct::{net, rootfs::Rootfs, CtId, Instance},
     kernel::{maps::BeancounterMaps, programs},
     ubc::{Beancounter, Resource},
 };
@@ -114,6 +114,16 @@ impl Env {
             .context("running tally")
     }
 
+    /// `tally set CT ARGS --save`, creating container `ct` (busybox, stopped) first when it
+    /// does not exist yet.
+    pub fn set(&self, ct: &str, args: &[&str]) -> Result<Output> {
+        let created = self.tally(&["create", ct])?;
+        if !created.status.success() && created.status.code() != Some(44) {
+            return Ok(created);
+        }
+        self.tally(&[&["set", ct][..], args, &["--save"]].concat())
+    }
+
     pub fn tally_command(&self) -> Command {
         let mut c = Command::new(self.bin_dir.join("tally"));
         c.env("TALLY_SOCKET", &self.socket);
@@ -123,7 +133,7 @@ impl Env {
     /// `tally exec CT -- tally-itest workload ARGS`: a workload inside container `ct`.
     pub fn workload_in(&self, ct: &str, args: &[&str]) -> Command {
         let mut cmd = self.tally_command();
-        cmd.args(["exec", ct, "--"])
+        cmd.args(["exec", "--cgroup-only", ct, "--"])
             .arg(self.itest_binary())
             .arg("workload")
             .args(args);
@@ -152,7 +162,7 @@ impl Env {
     /// The container's cgroup as tallyd lays it out (both tiers' controllers, whichever exist).
     pub fn cgroup(&self, ctid: &str) -> Result<ContainerCgroup> {
         let layout = Layout::detect()?;
-        let wanted: Vec<Controller> = [Controller::Pids]
+        let wanted: Vec<Controller> = [Controller::Pids, Controller::Memory]
             .into_iter()
             .filter(|c| layout.controllers.contains_key(c))
             .collect();
@@ -236,6 +246,20 @@ impl Env {
         }
         for p in &parents {
             let _ = std::fs::remove_dir(p);
+        }
+        // Containers' roots and veths (their processes are dead: the cgroups are gone).
+        let mut ctids = std::collections::BTreeSet::new();
+        for dir in [self.instance.root.join("root"), self.instance.config_dir()] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                ctids.extend(entries.flatten().filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    CtId::parse(name.strip_suffix(".conf").unwrap_or(&name)).ok()
+                }));
+            }
+        }
+        for ct in &ctids {
+            Rootfs::new(&self.instance.root, ct).umount()?;
+            net::remove(&self.instance.name, ct)?;
         }
         programs::unpin_all(&self.instance.pins())?;
         remove_dir_all(&self.instance.root)?;

@@ -44,7 +44,7 @@ fn exact(env: &mut Env) -> Outcome {
         "100",
     ];
     let socks = ["--numtcpsock", "1000", "--numothersock", "1000"];
-    let out = try_or_fail!(env.tally(&[&["set", CT][..], &limits, &socks].concat()), "tally set");
+    let out = try_or_fail!(env.set(CT, &[&limits[..], &socks].concat()), "tally set");
     check!(
         out.status.success(),
         "tally set: {}",

@@ -9,6 +9,7 @@
 
 mod abuse;
 mod bench;
+mod containers;
 mod drive;
 mod env;
 mod exact;
@@ -34,5 +35,6 @@ fn main() {
     tests.extend(views::tests());
     tests.extend(exact::tests());
     tests.extend(abuse::tests());
+    tests.extend(containers::tests());
     std::process::exit(harness::run(tests, &filter));
 }

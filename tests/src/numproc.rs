@@ -249,7 +249,7 @@ fn tier_change_replaces_programs(env: &mut Env) -> Outcome {
 
 /// Container CT with numproc 20:20 on an already running tallyd.
 fn container_with_limit_on_running(env: &Env) -> Result<()> {
-    let out = env.tally(&["set", CT, "--numproc", "20:20"])?;
+    let out = env.set(CT, &["--numproc", "20:20"])?;
     if !out.status.success() {
         bail!("tally set failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -312,9 +312,9 @@ fn bad_input_changes_nothing(env: &mut Env) -> Outcome {
     );
 
     // A bad value for an existing container leaves its limits as they were.
-    let ok = try_or_fail!(env.tally(&["set", CT, "--numproc", "20:20"]), "tally set");
+    let ok = try_or_fail!(env.set(CT, &["--numproc", "20:20"]), "tally set");
     check!(ok.status.success(), "tally set failed");
-    let bad = try_or_fail!(env.tally(&["set", CT, "--numproc", "10:5"]), "tally set");
+    let bad = try_or_fail!(env.tally(&["set", CT, "--numproc", "10:5", "--save"]), "tally set");
     check!(bad.status.code() == Some(21), "bad set exited {:?}", bad.status.code());
     let row = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "reading numproc");
     check!(

@@ -143,7 +143,7 @@ fn run_case(env: &mut Env) -> Outcome {
     };
     let flag = format!("--{}", case.row.name());
     let value = format!("{0}:{0}", case.limit);
-    let out = try_or_fail!(env.tally(&["set", CT, &flag, &value]), "tally set");
+    let out = try_or_fail!(env.set(CT, &[&flag, &value]), "tally set");
     check!(
         out.status.success(),
         "tally set: {}",
@@ -205,7 +205,7 @@ fn run_case(env: &mut Env) -> Outcome {
 fn crosses_containers(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     for ct in ["301", "302"] {
-        let out = try_or_fail!(env.tally(&["set", ct, "--numothersock", "100"]), "tally set");
+        let out = try_or_fail!(env.set(ct, &["--numothersock", "100"]), "tally set");
         check!(
             out.status.success(),
             "tally set: {}",
@@ -249,7 +249,7 @@ fn crosses_containers(env: &mut Env) -> Outcome {
 fn ram_limit(env: &mut Env) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
     try_or_fail!(env.start_tallyd(), "starting tallyd");
-    let out = try_or_fail!(env.tally(&["set", CT, "--ram", "32M", "--swap", "0"]), "tally set");
+    let out = try_or_fail!(env.set(CT, &["--ram", "32M", "--swap", "0"]), "tally set");
     check!(
         out.status.success(),
         "tally set: {}",
@@ -292,14 +292,10 @@ fn ram_limit(env: &mut Env) -> Outcome {
 fn privvm_and_guarantees(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     let out = try_or_fail!(
-        env.tally(&[
-            "set",
+        env.set(
             CT,
-            "--vmguarpages",
-            "1000:unlimited",
-            "--oomguarpages",
-            "500:unlimited"
-        ]),
+            &["--vmguarpages", "1000:unlimited", "--oomguarpages", "500:unlimited"]
+        ),
         "tally set"
     );
     check!(
@@ -402,7 +398,7 @@ fn as_check_says(env: &mut Env) -> Outcome {
         }
         looked += 1;
         let r = Resource::from_name(row).expect("a row");
-        let out = try_or_fail!(env.tally(&["set", CT, &format!("--{row}"), "2"]), "tally set");
+        let out = try_or_fail!(env.set(CT, &[&format!("--{row}"), "2"]), "tally set");
         check!(
             out.status.success(),
             "tally set: {}",

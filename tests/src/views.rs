@@ -28,7 +28,7 @@ pub fn tests() -> Vec<Test> {
 fn views_agree(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     let out = try_or_fail!(
-        env.tally(&["set", "101", "--numproc", "20:20", "--numfile", "1000"]),
+        env.set("101", &["--numproc", "20:20", "--numfile", "1000"]),
         "tally set"
     );
     check!(
@@ -121,7 +121,7 @@ fn views_agree(env: &mut Env) -> Outcome {
 /// file is checked the same way without tallyd.
 fn validate_levels(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
-    let set = |args: &[&str]| env.tally(&[&["set", "101"], args].concat());
+    let set = |args: &[&str]| env.set("101", args);
     let out = try_or_fail!(set(&["--numproc", "20:30"]), "tally set");
     check!(
         out.status.success(),

@@ -92,7 +92,8 @@ pub fn boot_with_tally(
             .iter()
             .map(|b| (bins.join(b), format!("/tally/bin/{b}")))
             .collect(),
-        modules: vec![],
+        // Containers need these; Debian's cloud kernels build them as modules.
+        modules: ["veth", "overlay"].iter().map(|m| m.to_string()).collect(),
         // TALLY_ITEST_EMULATED: timing-based checks know the CPUs are emulated.
         command: format!("cd /tmp; export PATH=/tally/bin:$PATH TALLY_ITEST_EMULATED=1; {command}"),
     };

@@ -613,6 +613,16 @@ fn init_script(module_paths: &[String]) -> String {
         r#"#!/bin/sh
 export PATH={GUEST_PATH}
 warn() {{ echo "tally-init: $*"; }}
+# Leave the initramfs for a tmpfs, as a real system leaves it for its disk: pivot_root (which
+# container starts use) refuses to move the initramfs's rootfs.
+if [ "$$" = 1 ] && [ -z "$TALLY_SWITCHED" ]; then
+  mkdir -p /tally-newroot && mount -t tmpfs -o mode=755 tally-root /tally-newroot && {{
+    for f in /*; do [ "$f" = /tally-newroot ] || cp -a "$f" /tally-newroot/; done
+    export TALLY_SWITCHED=1
+    exec switch_root /tally-newroot /init
+  }}
+  warn "cannot leave the initramfs: containers will chroot instead of pivot_root"
+fi
 mnt() {{ mkdir -p "$3" && mount -t "$1" "$2" "$3" || warn "cannot mount $1 on $3"; }}
 finish() {{ printf '\n{EXIT_MARKER} %d\n' "$1"; sync; poweroff -f; }}
 load() {{ insmod "$1" || {{ warn "insmod $1 failed"; finish {MODULE_LOAD_FAILED}; }}; }}

@@ -28,9 +28,28 @@ struct Cli {
 enum Command {
     /// What this kernel offers: the enforcement tier, why, and how each row is kept.
     Check(cmd::check::Args),
-    /// Set beancounter limits (creating the container if needed); applied at once and saved.
+    /// Create a (stopped) container from an OS template.
+    Create(cmd::create::Args),
+    /// Start a container: its root, network and init.
+    Start(cmd::start::Args),
+    /// Stop a container (its init powers off; --fast kills).
+    Stop(cmd::stop::Args),
+    /// Stop and start a container.
+    Restart(cmd::start::Args),
+    /// Mount a container's root on the host (VE_ROOT).
+    Mount(cmd::mount::Args),
+    /// Unmount a stopped container's root.
+    Umount(cmd::mount::Args),
+    /// vzctl's status line: CTID 101 exist mounted running.
+    Status(cmd::status::Args),
+    /// Containers, like vzlist (-a: stopped ones too; -o fields; -s sort; -j JSON).
+    List(cmd::list::Args),
+    /// OS templates.
+    #[command(subcommand)]
+    Template(cmd::template::Args),
+    /// Set beancounter limits, applied at once; --save also writes them to the config.
     Set(cmd::set::Args),
-    /// Run a command inside a container; exits with the command's exit code.
+    /// Run a command inside a running container; exits with the command's exit code.
     Exec(cmd::exec::Args),
     /// The beancounters, as /proc/user_beancounters shows them.
     Ubc(cmd::ubc::Args),
@@ -84,6 +103,15 @@ fn main() {
     let client = Client::new(&cli.socket);
     let result = match cli.command {
         Command::Check(a) => cmd::check::run(a),
+        Command::Create(a) => block_on(cmd::create::run(&client, a)),
+        Command::Start(a) => block_on(cmd::start::run(&client, a, false)),
+        Command::Stop(a) => block_on(cmd::stop::run(&client, a)),
+        Command::Restart(a) => block_on(cmd::start::run(&client, a, true)),
+        Command::Mount(a) => block_on(cmd::mount::run(&client, a, true)),
+        Command::Umount(a) => block_on(cmd::mount::run(&client, a, false)),
+        Command::Status(a) => block_on(cmd::status::run(&client, a)),
+        Command::List(a) => block_on(cmd::list::run(&client, a)),
+        Command::Template(a) => block_on(cmd::template::run(&client, a)),
         Command::Set(a) => block_on(cmd::set::run(&client, a)),
         Command::Exec(a) => cmd::exec::run(&client, a),
         Command::Ubc(a) => block_on(cmd::ubc::run(&client, a)),

@@ -18,8 +18,8 @@ use axum::{
     Json, Router,
 };
 use tally::{
-    api::{ApiError, Attach, ContainerView, EventView, ExitCode, SetLimits},
-    ct::{ConfigError, CtId, Host, HostError},
+    api::{ApiError, Attach, ContainerView, CreateRequest, EventView, ExitCode, SetLimits, Status, Stop, TemplateInfo},
+    ct::{template::TemplateError, ConfigError, CtId, Host, HostError},
     ubc::{parse_barrier_limit, Resource},
 };
 
@@ -42,8 +42,28 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
 
     let app = Router::new()
         .route("/v1/containers", get(list))
-        .route("/v1/containers/{ctid}", get(show).delete(destroy))
+        .route(
+            "/v1/containers/{ctid}",
+            get(on_ct(|h, ct| h.view(ct)))
+                .post(create)
+                .delete(on_ct(|h, ct| h.destroy(ct).map(|()| serde_json::json!({})))),
+        )
+        .route("/v1/containers/{ctid}/status", get(on_ct(|h, ct| h.status(ct))))
+        .route("/v1/containers/{ctid}/start", post(on_ct(|h, ct| h.start(ct))))
+        .route("/v1/containers/{ctid}/stop", post(stop))
+        .route(
+            "/v1/containers/{ctid}/restart",
+            post(on_ct(|h, ct| {
+                if h.status(ct)?.running {
+                    h.stop(ct, false)?;
+                }
+                h.start(ct)
+            })),
+        )
+        .route("/v1/containers/{ctid}/mount", post(on_ct(|h, ct| h.mount(ct))))
+        .route("/v1/containers/{ctid}/umount", post(on_ct(|h, ct| h.umount(ct))))
         .route("/v1/containers/{ctid}/limits", put(set_limits))
+        .route("/v1/templates", get(templates))
         .route("/v1/containers/{ctid}/attach", post(attach))
         .route("/v1/events", get(recent_events))
         .fallback(|| async { failure(ExitCode::BadArgument, "no such API route") })
@@ -86,6 +106,16 @@ impl From<HostError> for Failure {
             HostError::Shortage { .. } => ExitCode::ResourceShortage,
             HostError::Config(ConfigError::Value { .. } | ConfigError::Syntax { .. }) => ExitCode::BadValue,
             HostError::Config(ConfigError::Io { .. }) => ExitCode::ConfigSaveFailed,
+            HostError::Exists(_) => ExitCode::Exists,
+            HostError::NotRunning(_) => ExitCode::NotRunning,
+            HostError::Running(_) => ExitCode::Running,
+            HostError::Mounted(_) => ExitCode::Mounted,
+            HostError::StopFailed { .. } => ExitCode::StopFailed,
+            HostError::BadHostname(_) | HostError::BadAddress(_) => ExitCode::BadValue,
+            HostError::NoSample(..) => ExitCode::BadValue,
+            HostError::AddressInUse { .. } => ExitCode::AddressInUse,
+            HostError::Template(TemplateError::NotFound(_) | TemplateError::BadName(_)) => ExitCode::NoTemplate,
+            HostError::Launch(_) => ExitCode::StartFailed,
             _ => ExitCode::SystemError,
         };
         failure(code, e)
@@ -115,18 +145,35 @@ async fn with_host<T: Send + 'static>(
     .map_err(Failure::from)
 }
 
+/// A handler for a route that takes only the container id: checks the id, runs `op` on the
+/// host, answers with its result as JSON.
+fn on_ct<T, F>(
+    op: F,
+) -> impl Fn(
+    State<AppState>,
+    Path<String>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Json<T>, Failure>> + Send>>
+       + Clone
+       + Send
+       + Sync
+       + 'static
+where
+    T: serde::Serialize + Send + 'static,
+    F: Fn(&mut Host, &CtId) -> Result<T, HostError> + Clone + Send + Sync + 'static,
+{
+    move |State(AppState { host, .. }), Path(raw)| {
+        let op = op.clone();
+        Box::pin(async move {
+            let ct = ctid(&raw)?;
+            with_host(host, move |h| op(h, &ct)).await.map(Json)
+        })
+    }
+}
+
 async fn list(State(AppState { host, .. }): State<AppState>) -> Result<Json<Vec<ContainerView>>, Failure> {
     with_host(host, |h| h.configured()?.iter().map(|ct| h.view(ct)).collect())
         .await
         .map(Json)
-}
-
-async fn show(
-    State(AppState { host, .. }): State<AppState>,
-    Path(raw): Path<String>,
-) -> Result<Json<ContainerView>, Failure> {
-    let ct = ctid(&raw)?;
-    with_host(host, move |h| h.view(&ct)).await.map(Json)
 }
 
 async fn set_limits(
@@ -144,7 +191,45 @@ async fn set_limits(
         let bl = parse_barrier_limit(r, value).map_err(|e| failure(ExitCode::BadValue, e))?;
         limits.insert(r, bl);
     }
-    with_host(host, move |h| h.set_limits(&ct, &limits)).await.map(Json)
+    for key in request.settings.keys() {
+        if !SETTINGS.contains(&key.as_str()) {
+            return Err(failure(
+                ExitCode::BadArgument,
+                format!("unknown setting '{key}' (settings: {})", SETTINGS.join(", ")),
+            ));
+        }
+    }
+    let (save, settings) = (request.save, request.settings);
+    with_host(host, move |h| h.set_limits(&ct, &limits, &settings, save))
+        .await
+        .map(Json)
+}
+
+/// Config keys `PUT .../limits` may set besides beancounters.
+const SETTINGS: &[&str] = &["CPUUNITS", "CPULIMIT", "CPUS"];
+
+async fn create(
+    State(AppState { host, .. }): State<AppState>,
+    Path(raw): Path<String>,
+    json: Result<Json<CreateRequest>, JsonRejection>,
+) -> Result<Json<ContainerView>, Failure> {
+    let ct = ctid(&raw)?;
+    let request = body(json)?;
+    with_host(host, move |h| h.create(&ct, &request)).await.map(Json)
+}
+
+async fn stop(
+    State(AppState { host, .. }): State<AppState>,
+    Path(raw): Path<String>,
+    json: Result<Json<Stop>, JsonRejection>,
+) -> Result<Json<Status>, Failure> {
+    let ct = ctid(&raw)?;
+    let Stop { fast } = body(json)?;
+    with_host(host, move |h| h.stop(&ct, fast)).await.map(Json)
+}
+
+async fn templates(State(AppState { host, .. }): State<AppState>) -> Result<Json<Vec<TemplateInfo>>, Failure> {
+    with_host(host, |h| Ok(h.templates().list()?)).await.map(Json)
 }
 
 async fn attach(
@@ -155,15 +240,6 @@ async fn attach(
     let ct = ctid(&raw)?;
     let Attach { pid } = body(json)?;
     with_host(host, move |h| h.attach(&ct, pid)).await?;
-    Ok(Json(serde_json::json!({})))
-}
-
-async fn destroy(
-    State(AppState { host, .. }): State<AppState>,
-    Path(raw): Path<String>,
-) -> Result<Json<serde_json::Value>, Failure> {
-    let ct = ctid(&raw)?;
-    with_host(host, move |h| h.destroy(&ct)).await?;
     Ok(Json(serde_json::json!({})))
 }
 

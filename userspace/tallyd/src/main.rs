@@ -45,6 +45,12 @@ enum TierChoice {
 }
 
 fn main() -> Result<()> {
+    // A container's launcher is this binary too (tally::ct::launch): it must not parse
+    // tallyd's arguments or start anything.
+    let mut argv = std::env::args();
+    if argv.nth(1).as_deref() == Some(tally::ct::launch::LAUNCHER_ARG) {
+        tally::ct::launch::launcher_main(&argv.next().unwrap_or_default());
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     let instance = Instance::new(&args.instance, &args.root)?;
@@ -71,6 +77,8 @@ fn main() -> Result<()> {
     let attach = programs::ensure_attached(&instance.pins(), tier, &instance.cgroup_parent(&layout)?)?;
     log::info!("programs {attach:?} at {}", instance.pins().root.display());
 
+    // Container inits are reparented to tallyd when their launcher exits, so tallyd reaps them.
+    nix::sys::prctl::set_child_subreaper(true).context("PR_SET_CHILD_SUBREAPER")?;
     let mut host = Host::open(instance, tier)?;
     let adopted = host.adopt_all()?;
     log::info!("{} container(s) re-applied", adopted.len());

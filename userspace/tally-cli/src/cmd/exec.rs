@@ -1,20 +1,47 @@
-//! `tally exec CTID -- CMD...`: asks tallyd to move this (single-threaded) process into the
-//! container, then becomes CMD, so the command is charged to the container from its first
-//! instruction and its exit code is the CLI's.
+//! `tally exec CTID -- CMD...`: runs CMD inside the running container (its namespaces,
+//! cgroups and root, with the container's bounded capabilities) and exits with CMD's code.
+//!
+//! The CLI joins the container's PID namespace for its children only, forks, has tallyd move
+//! the child into the container's cgroups (tallyd refuses at the numproc barrier), and the
+//! child then enters the other namespaces and execs CMD. The CLI itself stays on the host
+//! and waits.
+//!
+//! `--cgroup-only` runs CMD on the host (host namespaces and files), charged to the container,
+//! like `lxc-attach` with no namespaces; the container need not be running.
 
-use std::{ffi::CString, os::unix::ffi::OsStrExt};
+use std::{
+    ffi::{CString, OsString},
+    io::{Read, Write},
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+};
 
-use tally::api::{Attach, Client, ExitCode};
+use nix::{
+    sched::{setns, CloneFlags},
+    sys::wait::{waitpid, WaitStatus},
+    unistd::{fork, ForkResult},
+};
+use tally::{
+    api::{Attach, Client, ContainerView, ExitCode},
+    ct::launch::pidfd_open,
+};
 
 use crate::{block_on, Failure};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     ctid: String,
+    /// Run on the host, only charged to the container's cgroups and beancounters.
+    #[arg(long)]
+    cgroup_only: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
-    command: Vec<std::ffi::OsString>,
+    command: Vec<OsString>,
 }
+
+const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
     let ct = crate::ctid(&args.ctid)?;
@@ -31,10 +58,102 @@ pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
             format!("exec must run single-threaded, found {threads} threads"),
         ));
     }
-    let pid = std::process::id();
-    let _: serde_json::Value = block_on(client.post(&format!("/v1/containers/{ct}/attach"), &Attach { pid }))?;
-    let err = nix::unistd::execvp(&argv[0], &argv).unwrap_err();
-    // vzctl's "command not found" is 127 like a shell's.
+    if args.cgroup_only {
+        let pid = std::process::id();
+        let _: serde_json::Value = block_on(client.post(&format!("/v1/containers/{ct}/attach"), &Attach { pid }))?;
+        return Ok(exec(&argv));
+    }
+
+    let view: ContainerView = block_on(client.get(&format!("/v1/containers/{ct}")))?;
+    let init = view
+        .status
+        .init_pid
+        .ok_or_else(|| Failure::new(ExitCode::NotRunning, format!("container {ct} is not running")))?;
+    let sys = |what: &str| {
+        let what = what.to_string();
+        move |e: nix::Error| Failure::new(ExitCode::SystemError, format!("{what}: {e}"))
+    };
+    let pidfd = pidfd_open(init).map_err(|e| Failure::new(ExitCode::NotRunning, format!("container {ct}: {e}")))?;
+    // Children of this process are born in the container's PID namespace.
+    setns(&pidfd, CloneFlags::CLONE_NEWPID).map_err(sys("entering the PID namespace"))?;
+    let (go_r, go_w) = nix::unistd::pipe().map_err(sys("pipe"))?;
+    // SAFETY: this process is single-threaded (checked above), so the child may run Rust code.
+    match unsafe { fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            drop(go_w);
+            let mut go = [0u8; 1];
+            let mut r = std::fs::File::from(go_r);
+            if r.read(&mut go).ok() != Some(1) {
+                std::process::exit(ExitCode::ResourceShortage.number());
+            }
+            std::process::exit(enter_and_exec(&pidfd, &argv))
+        }
+        ForkResult::Parent { child } => {
+            drop(go_r);
+            let attached: Result<serde_json::Value, _> = block_on(client.post(
+                &format!("/v1/containers/{ct}/attach"),
+                &Attach {
+                    pid: child.as_raw() as u32,
+                },
+            ));
+            let mut go_w = std::fs::File::from(go_w);
+            if let Err(e) = attached {
+                drop(go_w);
+                let _ = waitpid(child, None);
+                return Err(e.into());
+            }
+            let _ = go_w.write_all(b"g");
+            drop(go_w);
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                    Ok(_) | Err(nix::Error::EINTR) => continue,
+                    Err(e) => return Err(sys("waitpid")(e)),
+                }
+            }
+        }
+    }
+}
+
+/// The child: the container's namespaces and root, its capability bound, then CMD.
+fn enter_and_exec(pidfd: &OwnedFd, argv: &[CString]) -> i32 {
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWCGROUP;
+    if let Err(e) = setns(pidfd, flags) {
+        eprintln!("tally: entering the container's namespaces: {e}");
+        return ExitCode::SystemError.number();
+    }
+    if let Err(e) = std::env::set_current_dir("/") {
+        eprintln!("tally: chdir /: {e}");
+        return ExitCode::SystemError.number();
+    }
+    if let Err(e) = tally::ct::launch::bound_capabilities() {
+        eprintln!("tally: {e}");
+        return ExitCode::SystemError.number();
+    }
+    let _ = nix::unistd::close(pidfd.as_raw_fd());
+    // The container's environment, not the host's.
+    for (k, _) in std::env::vars_os() {
+        if k != "TERM" {
+            std::env::remove_var(k);
+        }
+    }
+    std::env::set_var("PATH", CONTAINER_PATH);
+    std::env::set_var("HOME", "/root");
+    exec(argv)
+}
+
+/// execvp, or the shell's 127/126 when that fails.
+fn exec(argv: &[CString]) -> i32 {
+    let err = nix::unistd::execvp(&argv[0], argv).unwrap_err();
     eprintln!("tally: exec {}: {err}", argv[0].to_string_lossy());
-    Ok(if err == nix::errno::Errno::ENOENT { 127 } else { 126 })
+    if err == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    }
 }

@@ -1,7 +1,14 @@
 pub mod check;
+pub mod create;
 pub mod destroy;
 pub mod events;
 pub mod exec;
+pub mod list;
+pub mod mount;
 pub mod set;
+pub mod start;
+pub mod status;
+pub mod stop;
+pub mod template;
 pub mod ubc;
 pub mod validate;

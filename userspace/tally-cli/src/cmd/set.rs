@@ -15,6 +15,18 @@ pub struct Args {
     /// VSwap: the swap (swappages 0:SIZE), e.g. 1G.
     #[arg(long, value_name = "SIZE")]
     swap: Option<String>,
+    /// CPU weight relative to other containers (OpenVZ CPUUNITS, 8..500000; default 1000).
+    #[arg(long, value_name = "UNITS")]
+    cpuunits: Option<String>,
+    /// CPU cap in percent of one CPU (200 = two CPUs' worth); 0 lifts it.
+    #[arg(long, value_name = "PERCENT")]
+    cpulimit: Option<String>,
+    /// CPU cap in whole CPUs; 0 lifts it.
+    #[arg(long, value_name = "N")]
+    cpus: Option<String>,
+    /// Also save the values in the container's config (they apply again at every start).
+    #[arg(long)]
+    save: bool,
 }
 
 pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
@@ -30,15 +42,30 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
             }
         }
     }
-    if limits.is_empty() {
+    let settings: std::collections::BTreeMap<String, String> = [
+        ("CPUUNITS", &args.cpuunits),
+        ("CPULIMIT", &args.cpulimit),
+        ("CPUS", &args.cpus),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+    .collect();
+    if limits.is_empty() && settings.is_empty() {
         return Err(Failure::new(
             ExitCode::BadArgument,
-            "nothing to set: give at least one --<row> B[:L], --ram or --swap",
+            "nothing to set: give at least one --<row> B[:L], --ram, --swap, --cpuunits, --cpulimit or --cpus",
         ));
     }
     let ct = crate::ctid(&args.ctid)?;
     let _: ContainerView = client
-        .put(&format!("/v1/containers/{ct}/limits"), &SetLimits { limits })
+        .put(
+            &format!("/v1/containers/{ct}/limits"),
+            &SetLimits {
+                limits,
+                settings,
+                save: args.save,
+            },
+        )
         .await?;
     Ok(0)
 }

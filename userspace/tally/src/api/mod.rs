@@ -3,10 +3,18 @@
 //!
 //! Routes (v1):
 //! - `GET    /v1/containers`                 -> `[ContainerView]`
+//! - `POST   /v1/containers/{ctid}`          `CreateRequest` -> `ContainerView` (stopped)
 //! - `GET    /v1/containers/{ctid}`          -> `ContainerView`
-//! - `PUT    /v1/containers/{ctid}/limits`   `SetLimits` -> `ContainerView` (creates the container)
+//! - `GET    /v1/containers/{ctid}/status`   -> `Status` (also for containers that do not exist)
+//! - `POST   /v1/containers/{ctid}/start`    -> `ContainerView`
+//! - `POST   /v1/containers/{ctid}/stop`     `Stop` -> `Status`
+//! - `POST   /v1/containers/{ctid}/restart`  -> `ContainerView`
+//! - `POST   /v1/containers/{ctid}/mount`    -> `Status`
+//! - `POST   /v1/containers/{ctid}/umount`   -> `Status`
+//! - `PUT    /v1/containers/{ctid}/limits`   `SetLimits` -> `ContainerView` (applied live)
 //! - `POST   /v1/containers/{ctid}/attach`   `Attach` -> `{}` (moves a process in)
-//! - `DELETE /v1/containers/{ctid}`          -> `{}`
+//! - `DELETE /v1/containers/{ctid}`          -> `{}` (stops it first)
+//! - `GET    /v1/templates`                  -> `[TemplateInfo]`
 //! - `GET    /v1/events?after=ID`            -> `[EventView]` (limit-hit events newer than ID)
 
 mod client;
@@ -17,7 +25,7 @@ use std::collections::BTreeMap;
 pub use client::{Client, ClientError};
 pub use exit::ExitCode;
 
-pub use crate::ct::ContainerView;
+pub use crate::ct::{template::TemplateInfo, ContainerView, CreateRequest, Status};
 
 pub const DEFAULT_SOCKET: &str = "/run/tally/tally.sock";
 
@@ -27,6 +35,21 @@ pub const DEFAULT_SOCKET: &str = "/run/tally/tally.sock";
 #[serde(deny_unknown_fields)]
 pub struct SetLimits {
     pub limits: BTreeMap<String, String>,
+    /// Other settings by config key: CPUUNITS, CPULIMIT, CPUS.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Also write them to the container's config (vzctl's `--save`).
+    #[serde(default)]
+    pub save: bool,
+}
+
+/// Body of `POST /v1/containers/{ctid}/stop`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stop {
+    /// Kill at once instead of asking the init to power off (vzctl's `--fast`).
+    #[serde(default)]
+    pub fast: bool,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

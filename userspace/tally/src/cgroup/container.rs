@@ -81,6 +81,38 @@ impl ContainerCgroup {
         write(&self.unified.join("cgroup.procs"), &pid.to_string())
     }
 
+    /// The cgroup.procs files a process writes "0" to, to move itself in: every v1
+    /// hierarchy first, cgroup2 last (as in `add_process`).
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .controllers
+            .values()
+            .filter(|(_, f)| *f == Flavor::V1)
+            .map(|(d, _)| d.join("cgroup.procs"))
+            .collect();
+        files.push(self.unified.join("cgroup.procs"));
+        files
+    }
+
+    /// Kills everything in the container and waits (up to `timeout`) until it is empty.
+    /// Returns whether it emptied.
+    pub fn kill_and_wait(&self, timeout: Duration) -> Result<bool, CgroupError> {
+        if !self.unified.is_dir() {
+            return Ok(true);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.pids()?.is_empty() {
+                return Ok(true);
+            }
+            self.kill_all()?;
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Processes in the container (from cgroup2).
     pub fn pids(&self) -> Result<Vec<u32>, CgroupError> {
         let path = self.unified.join("cgroup.procs");

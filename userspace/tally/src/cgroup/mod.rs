@@ -5,6 +5,7 @@
 //! v2, a v1 directory on hybrid hosts).
 
 mod container;
+pub mod cpu;
 mod layout;
 mod memory;
 

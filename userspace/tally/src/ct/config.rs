@@ -16,6 +16,14 @@ pub enum ConfigError {
     Io { file: String, source: std::io::Error },
 }
 
+/// The CPU settings of a config (None: not set).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuConfig {
+    pub units: Option<u64>,
+    pub limit: Option<u64>,
+    pub cpus: Option<u64>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CtConfig {
     /// Every key, in file order of first appearance (BTreeMap: sorted, stable output).
@@ -51,6 +59,11 @@ impl CtConfig {
         config.limits().map_err(|source| ConfigError::Value {
             file: file.to_string(),
             source,
+        })?;
+        config.cpu().map_err(|message| ConfigError::Syntax {
+            file: file.to_string(),
+            line: 0,
+            message,
         })?;
         Ok(config)
     }
@@ -95,6 +108,28 @@ impl CtConfig {
             }
         }
         Ok(out)
+    }
+
+    /// CPUUNITS (8..500000), CPULIMIT (percent of one CPU, 0 = none) and CPUS (0 = all).
+    pub fn cpu(&self) -> Result<CpuConfig, String> {
+        let get = |key: &str, range: std::ops::RangeInclusive<u64>| -> Result<Option<u64>, String> {
+            let Some(v) = self.values.get(key) else {
+                return Ok(None);
+            };
+            match v.trim().parse::<u64>() {
+                Ok(n) if range.contains(&n) => Ok(Some(n)),
+                _ => Err(format!(
+                    "{key}=\"{v}\": expected a number from {} to {}",
+                    range.start(),
+                    range.end()
+                )),
+            }
+        };
+        Ok(CpuConfig {
+            units: get("CPUUNITS", 8..=500_000)?,
+            limit: get("CPULIMIT", 0..=100_000)?,
+            cpus: get("CPUS", 0..=4096)?,
+        })
     }
 
     pub fn set_limit(&mut self, r: Resource, barrier: u64, limit: u64) {

@@ -83,6 +83,32 @@ pub enum HostError {
     Kernel(#[from] KernelError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("container {0} already exists")]
+    Exists(CtId),
+    #[error("container {0} is not running")]
+    NotRunning(CtId),
+    #[error("container {0} is running")]
+    Running(CtId),
+    #[error("container {0} is mounted")]
+    Mounted(CtId),
+    #[error("container {ct}: {message}")]
+    StopFailed { ct: CtId, message: String },
+    #[error("invalid hostname '{0}': use letters, digits, '-' and '.', at most 64 characters")]
+    BadHostname(String),
+    #[error("invalid IP address '{0}'")]
+    BadAddress(String),
+    #[error("IP address {addr} is in use by container {by}")]
+    AddressInUse { addr: std::net::Ipv4Addr, by: CtId },
+    #[error("no sample config '{0}' (samples: {1})")]
+    NoSample(String, String),
+    #[error(transparent)]
+    Template(#[from] super::template::TemplateError),
+    #[error(transparent)]
+    Rootfs(#[from] super::rootfs::RootfsError),
+    #[error(transparent)]
+    Net(#[from] super::net::NetError),
+    #[error("starting container: {0}")]
+    Launch(#[from] super::launch::LaunchError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -91,6 +117,15 @@ pub enum HostError {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ContainerView {
     pub ctid: CtId,
+    #[serde(default)]
+    pub status: super::lifecycle::Status,
+    /// OSTEMPLATE, HOSTNAME, IP_ADDRESS from the config (empty when unset).
+    #[serde(default)]
+    pub ostemplate: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub ip_address: Vec<String>,
     pub cgroup_id: u64,
     pub pids: Vec<u32>,
     /// Kernel order, RESOURCE_COUNT rows.
@@ -100,8 +135,8 @@ pub struct ContainerView {
 pub struct Host {
     pub instance: Instance,
     pub tier: Tier,
-    layout: Layout,
-    maps: BeancounterMaps,
+    pub(super) layout: Layout,
+    pub(super) maps: BeancounterMaps,
 }
 
 impl Host {
@@ -163,38 +198,67 @@ impl Host {
         Ok(ids)
     }
 
-    /// Sets `limits` on container `ct` (creating it if needed), applies them at once and
-    /// saves them in its config. Nothing changes when the new config cannot be saved.
+    /// Sets `limits` on container `ct` and applies them at once; with `save`, they are also
+    /// saved in its config (and so apply at the next start). Nothing changes when the new
+    /// config cannot be saved or applied.
     pub fn set_limits(
         &mut self,
         ct: &CtId,
         limits: &BTreeMap<Resource, (u64, u64)>,
+        settings: &BTreeMap<String, String>,
+        save: bool,
     ) -> Result<ContainerView, HostError> {
-        let path = self.instance.config_path(ct);
-        let previous = if path.exists() {
-            Some(CtConfig::load(&path)?)
-        } else {
-            None
-        };
-        let mut config = previous.clone().unwrap_or_default();
-        for (r, (b, l)) in limits {
-            config.set_limit(*r, *b, *l);
+        if !self.exists(ct) {
+            return Err(HostError::NoSuchContainer(ct.clone()));
         }
-        config.save(&path)?;
-        if let Err(e) = self.apply(ct, &config) {
-            // Put back what was there: the old limits, or no container at all.
-            match previous {
-                Some(old) => {
-                    old.save(&path)?;
-                    let _ = self.apply(ct, &old);
-                }
-                None => {
-                    let _ = self.destroy(ct);
-                }
+        let path = self.instance.config_path(ct);
+        let saved = CtConfig::load(&path)?;
+        // The live limits are the base: an earlier unsaved `set` stays in force.
+        let mut live = saved.clone();
+        if let Ok(Some(current)) = self.live_limits(ct) {
+            for (r, (b, l)) in current {
+                live.set_limit(r, b, l);
             }
+        }
+        let change = |c: &mut CtConfig| -> Result<(), HostError> {
+            for (r, (b, l)) in limits {
+                c.set_limit(*r, *b, *l);
+            }
+            c.values.extend(settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+            c.cpu().map_err(|message| ConfigError::Syntax {
+                file: ct.to_string(),
+                line: 0,
+                message,
+            })?;
+            Ok(())
+        };
+        let mut config = live.clone();
+        change(&mut config)?;
+        if save {
+            let mut saved_new = saved.clone();
+            change(&mut saved_new)?;
+            saved_new.save(&path)?;
+        }
+        if let Err(e) = self.apply(ct, &config) {
+            if save {
+                saved.save(&path)?;
+            }
+            let _ = self.apply(ct, &live);
             return Err(e);
         }
         self.view(ct)
+    }
+
+    /// The limits in force (the pinned limits map), when the container is registered.
+    fn live_limits(&self, ct: &CtId) -> Result<Option<BTreeMap<Resource, (u64, u64)>>, HostError> {
+        let cgid = self.cgroup(ct)?.id()?;
+        Ok(self.maps.limits(cgid)?.map(|limits| {
+            Resource::ALL
+                .iter()
+                .filter(|r| !r.is_dummy())
+                .map(|r| (*r, (limits.rows[r.index()].barrier, limits.rows[r.index()].limit)))
+                .collect()
+        }))
     }
 
     /// Brings the kernel in line with the config: cgroups exist, beancounters registered
@@ -219,6 +283,14 @@ impl Host {
         if self.tier == Tier::Fallback {
             cgroup.set_pids_max(bounded(Resource::NumProc))?;
         }
+        if self.controllers().contains(&Controller::Cpu) {
+            let cpu = config.cpu().map_err(|message| ConfigError::Syntax {
+                file: ct.to_string(),
+                line: 0,
+                message,
+            })?;
+            cgroup.set_cpu(cpu.units, crate::cgroup::cpu::quota_us(cpu.limit, cpu.cpus))?;
+        }
         if cgroup.has_memory() {
             // VSwap: physpages' limit is the RAM, swappages' limit the swap.
             let bytes = |pages: u64| pages.saturating_mul(page_size());
@@ -238,12 +310,17 @@ impl Host {
         Ok(())
     }
 
-    /// Re-applies every saved container (tallyd start-up).
+    /// tallyd start-up: containers whose beancounters are still registered (pinned) keep
+    /// them as they are, live limits included; the others get their saved config applied.
     pub fn adopt_all(&mut self) -> Result<Vec<CtId>, HostError> {
         let ids = self.configured()?;
         for ct in &ids {
-            let config = CtConfig::load(&self.instance.config_path(ct))?;
-            self.apply(ct, &config)?;
+            let cgroup = self.cgroup(ct)?;
+            let registered = cgroup.exists() && self.maps.limits(cgroup.id()?)?.is_some();
+            if !registered {
+                let config = CtConfig::load(&self.instance.config_path(ct))?;
+                self.apply(ct, &config)?;
+            }
         }
         Ok(ids)
     }
@@ -266,8 +343,14 @@ impl Host {
         }
         let cgroup = self.cgroup(ct)?;
         let cgid = cgroup.id()?;
+        let config = CtConfig::load(&self.instance.config_path(ct))?;
+        let value = |k: &str| config.values.get(k).cloned().unwrap_or_default();
         Ok(ContainerView {
             ctid: ct.clone(),
+            status: self.status(ct)?,
+            ostemplate: value("OSTEMPLATE"),
+            hostname: value("HOSTNAME"),
+            ip_address: value("IP_ADDRESS").split_whitespace().map(str::to_string).collect(),
             cgroup_id: cgid,
             pids: cgroup.pids()?,
             beancounters: self.beancounters(&cgroup, cgid)?.to_vec(),
@@ -325,21 +408,6 @@ impl Host {
             });
         }
         Ok(cgroup.add_process(pid)?)
-    }
-
-    /// Kills the container's processes, removes its cgroups, beancounters and config.
-    pub fn destroy(&mut self, ct: &CtId) -> Result<(), HostError> {
-        if !self.exists(ct) {
-            return Err(HostError::NoSuchContainer(ct.clone()));
-        }
-        let cgroup = self.cgroup(ct)?;
-        if cgroup.exists() {
-            let cgid = cgroup.id()?;
-            cgroup.destroy()?;
-            self.maps.unregister(cgid)?;
-        }
-        let path = self.instance.config_path(ct);
-        fs::remove_file(&path).map_err(|source| HostError::Io { path, source })
     }
 }
 

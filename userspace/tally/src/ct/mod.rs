@@ -1,10 +1,17 @@
-//! Containers as tallyd manages them: their ids, their config files, and the host operations
-//! on them (cgroups, beancounter registration, limits applied per tier).
+//! Containers as tallyd manages them: their ids and config files, templates, root trees
+//! (overlay), network (netlink), the launch of their init into fresh namespaces, and the
+//! lifecycle on the host (cgroups, beancounter registration, limits applied per tier).
 
 mod config;
 mod host;
 mod id;
+pub mod launch;
+mod lifecycle;
+pub mod net;
+pub mod rootfs;
+pub mod template;
 
-pub use config::{ConfigError, CtConfig};
+pub use config::{ConfigError, CpuConfig, CtConfig};
 pub use host::{ContainerView, Host, HostError, Instance};
 pub use id::{CtId, CtIdError};
+pub use lifecycle::{parse_signal, CreateRequest, Status, STOP_TIMEOUT};

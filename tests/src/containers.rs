@@ -1,0 +1,498 @@
+//! Containers end to end through tallyd and the CLI: the vzctl lifecycle of a busybox
+//! container, what it sees from inside (its own PID 1, processes, hostname, files), its
+//! routed address answering the host, two containers apart from each other, live `set`, and
+//! errors that change nothing.
+//!
+//! Addresses are 10.77.T.N with T per test; before any traffic the test checks that the host
+//! routes the address through the container's own veth.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, TcpStream},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use tally::{
+    ct::{net, rootfs::Rootfs, CtId},
+    ubc::Resource,
+};
+
+use crate::{
+    check,
+    env::Env,
+    harness::{Outcome, Test},
+    try_or_fail,
+};
+
+pub fn tests() -> Vec<Test> {
+    vec![
+        Test {
+            name: "container_lifecycle_pid1_hostname_and_httpd",
+            run: lifecycle,
+        },
+        Test {
+            name: "two_containers_see_neither_processes_nor_files",
+            run: two_apart,
+        },
+        Test {
+            name: "set_on_a_running_container_applies_at_once_and_save_persists",
+            run: set_live,
+        },
+        Test {
+            name: "container_errors_have_codes_and_leave_nothing",
+            run: errors_leave_nothing,
+        },
+        Test {
+            name: "cpuunits_200_100_100_50_share_cpu_44_22_22_11",
+            run: cpu_fairness,
+        },
+    ]
+}
+
+/// `tally ARGS`, failing with its stderr unless it exits 0; returns stdout.
+fn ok(env: &Env, args: &[&str]) -> Result<String> {
+    let out = env.tally(args)?;
+    if !out.status.success() {
+        bail!(
+            "tally {} exited {:?}: {}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn status(env: &Env, ct: &str) -> Result<String> {
+    Ok(ok(env, &["status", ct])?.trim().to_string())
+}
+
+/// Fetches `path` from `addr:port` over HTTP/1.0, after checking the host routes `addr`
+/// through container `ct`'s veth (and so nowhere else).
+fn http_get(env: &Env, ct: &str, addr: Ipv4Addr, port: u16, path: &str) -> Result<String> {
+    let veth = net::host_interface(&env.instance.name, &CtId::parse(ct)?);
+    let via = net::route_interface(addr)?;
+    if via.as_deref() != Some(veth.as_str()) {
+        bail!("refusing to send: the host routes {addr} via {via:?}, not the container's {veth}");
+    }
+    let mut last = None;
+    // httpd was just started in the background: give it a moment to listen.
+    for _ in 0..50 {
+        match TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(2)) {
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+                let mut body = String::new();
+                s.read_to_string(&mut body)?;
+                return Ok(body);
+            }
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(last
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no connection")))
+}
+
+fn lifecycle(env: &mut Env) -> Outcome {
+    const CT: &str = "101";
+    let addr = Ipv4Addr::new(10, 77, 11, 2);
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(
+        ok(env, &["create", CT, "--hostname", "web1", "--ipadd", &addr.to_string()]),
+        "create"
+    );
+    let s = try_or_fail!(status(env, CT), "status");
+    check!(s == "CTID 101 exist unmounted down", "after create: {s}");
+    try_or_fail!(ok(env, &["mount", CT]), "mount");
+    let s = try_or_fail!(status(env, CT), "status");
+    check!(s == "CTID 101 exist mounted down", "after mount: {s}");
+    let root = Rootfs::new(&env.instance.root, &CtId::parse(CT).unwrap());
+    check!(
+        root.root.join("bin/busybox").is_file(),
+        "the template is visible in VE_ROOT"
+    );
+    try_or_fail!(ok(env, &["umount", CT]), "umount");
+    try_or_fail!(ok(env, &["start", CT, "--wait"]), "start");
+    let s = try_or_fail!(status(env, CT), "status");
+    check!(s == "CTID 101 exist mounted running", "after start: {s}");
+
+    // Inside: its own PID 1 (busybox init), only its own processes, its own hostname.
+    let comm = try_or_fail!(ok(env, &["exec", CT, "--", "cat", "/proc/1/comm"]), "exec");
+    check!(comm.trim() == "init", "PID 1 in the container is {comm:?}, not init");
+    let me = try_or_fail!(ok(env, &["exec", CT, "--", "sh", "-c", "echo $$"]), "exec");
+    check!(
+        me.trim().parse::<u32>().is_ok_and(|p| p > 1 && p < 100),
+        "exec'd pid {me:?}"
+    );
+    let ps = try_or_fail!(ok(env, &["exec", CT, "--", "ps", "-o", "pid,comm"]), "exec ps");
+    let comms: Vec<&str> = ps.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    check!(
+        comms.iter().all(|c| ["init", "ps"].contains(c)),
+        "the container sees processes that are not its own: {ps}"
+    );
+    let hostname = try_or_fail!(ok(env, &["exec", CT, "--", "hostname"]), "exec hostname");
+    check!(hostname.trim() == "web1", "hostname inside is {hostname:?}");
+    let code = try_or_fail!(env.tally(&["exec", CT, "--", "sh", "-c", "exit 7"]), "exec");
+    check!(
+        code.status.code() == Some(7),
+        "exec returns the command's code: {:?}",
+        code.status
+    );
+    let missing = try_or_fail!(env.tally(&["exec", CT, "--", "no-such-command"]), "exec");
+    check!(
+        missing.status.code() == Some(127),
+        "missing command: {:?}",
+        missing.status
+    );
+
+    // A busybox httpd in it answers the host on the container's address.
+    try_or_fail!(
+        ok(env, &["exec", CT, "--", "httpd", "-p", "8080", "-h", "/var/www"]),
+        "httpd"
+    );
+    let page = try_or_fail!(http_get(env, CT, addr, 8080, "/index.html"), "GET from the host");
+    check!(
+        page.starts_with("HTTP/1.") && page.contains("tally busybox container"),
+        "httpd answered {page:?}"
+    );
+    let list = try_or_fail!(ok(env, &["list"]), "list");
+    check!(
+        list.lines().next() == Some("CTID NPROC STATUS  IP_ADDR    HOSTNAME")
+            && list.lines().nth(1).is_some_and(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() == 5 && f[0] == CT && f[1] == "2" && f[2] == "running" && f[3] == "10.77.11.2" && f[4] == "web1"
+            }),
+        "tally list:\n{list}"
+    );
+
+    // Stop: the init powers off, the root is unmounted, the veth and route are gone.
+    try_or_fail!(ok(env, &["stop", CT]), "stop");
+    let s = try_or_fail!(status(env, CT), "status");
+    check!(s == "CTID 101 exist unmounted down", "after stop: {s}");
+    let via = try_or_fail!(net::route_interface(addr), "route");
+    let veth = net::host_interface(&env.instance.name, &CtId::parse(CT).unwrap());
+    check!(via.as_deref() != Some(veth.as_str()), "the veth outlived the container");
+    let list = try_or_fail!(ok(env, &["list", "-H"]), "list");
+    check!(
+        list.trim().is_empty(),
+        "a stopped container is listed without -a: {list}"
+    );
+    let all = try_or_fail!(ok(env, &["list", "-a", "-H", "-o", "ctid,status"]), "list -a");
+    check!(
+        all.split_whitespace().collect::<Vec<_>>() == [CT, "stopped"],
+        "list -a: {all}"
+    );
+
+    // Again, stopped the fast way; then destroyed.
+    try_or_fail!(ok(env, &["restart", CT]), "restart (from stopped)");
+    let s = try_or_fail!(status(env, CT), "status");
+    check!(s == "CTID 101 exist mounted running", "after restart: {s}");
+    try_or_fail!(ok(env, &["stop", CT, "--fast"]), "stop --fast");
+    try_or_fail!(ok(env, &["destroy", CT]), "destroy");
+    let s = try_or_fail!(status(env, CT), "status");
+    check!(s == "CTID 101 deleted unmounted down", "after destroy: {s}");
+    check!(
+        !root.private.exists() && !root.root.exists(),
+        "destroy left the private area or root"
+    );
+    check!(
+        !try_or_fail!(env.cgroup(CT), "cgroup").unified.exists(),
+        "destroy left the cgroup"
+    );
+    Outcome::Pass
+}
+
+fn two_apart(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    for (ct, ip) in [("201", "10.77.12.2"), ("202", "10.77.12.3")] {
+        try_or_fail!(ok(env, &["create", ct, "--ipadd", ip]), "create");
+        try_or_fail!(ok(env, &["start", ct]), "start");
+    }
+    try_or_fail!(
+        ok(
+            env,
+            &[
+                "exec",
+                "201",
+                "--",
+                "sh",
+                "-c",
+                "echo mine > /root/secret; sleep 1000 >/dev/null 2>&1 &"
+            ]
+        ),
+        "exec in 201"
+    );
+    let seen = try_or_fail!(env.tally(&["exec", "202", "--", "test", "-e", "/root/secret"]), "exec");
+    check!(seen.status.code() == Some(1), "202 sees 201's file: {:?}", seen.status);
+    let ps = try_or_fail!(ok(env, &["exec", "202", "--", "ps", "-o", "comm"]), "ps in 202");
+    check!(!ps.contains("sleep"), "202 sees 201's processes: {ps}");
+    let ps = try_or_fail!(ok(env, &["exec", "201", "--", "ps", "-o", "comm"]), "ps in 201");
+    check!(ps.contains("sleep"), "201 does not see its own sleep: {ps}");
+    // Each sees only its own address.
+    for (ct, mine, other) in [("201", "10.77.12.2", "10.77.12.3"), ("202", "10.77.12.3", "10.77.12.2")] {
+        let a = try_or_fail!(ok(env, &["exec", ct, "--", "ip", "-4", "addr"]), "ip addr");
+        check!(a.contains(mine) && !a.contains(other), "{ct}'s addresses: {a}");
+    }
+    // A file made on the host side of one container's root is not in the other's.
+    let r201 = Rootfs::new(&env.instance.root, &CtId::parse("201").unwrap());
+    check!(
+        r201.private.join("upper/root/secret").is_file(),
+        "201's file is in its own upper layer"
+    );
+    for ct in ["201", "202"] {
+        try_or_fail!(ok(env, &["destroy", ct]), "destroy");
+    }
+    Outcome::Pass
+}
+
+fn set_live(env: &mut Env) -> Outcome {
+    const CT: &str = "301";
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(ok(env, &["create", CT]), "create");
+    try_or_fail!(ok(env, &["start", CT]), "start");
+    // Three background sleeps need numproc init + sh + 3.
+    let forks = ["exec", CT, "--", "sh", "-c", "sleep 1 & sleep 1 & sleep 1 & wait"];
+    let plenty = try_or_fail!(env.tally(&forks), "exec");
+    check!(
+        plenty.status.success(),
+        "unlimited: {}",
+        String::from_utf8_lossy(&plenty.stderr)
+    );
+
+    // Live, not saved: numproc 3 and RAM 64M apply at once.
+    try_or_fail!(ok(env, &["set", CT, "--numproc", "3:3", "--ram", "64M"]), "set");
+    let before = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc");
+    let tight = try_or_fail!(env.tally(&forks), "exec");
+    let stderr = String::from_utf8_lossy(&tight.stderr);
+    check!(
+        stderr.contains("can't fork"),
+        "numproc 3 let sh fork 3 sleeps: {stderr}"
+    );
+    let after = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc");
+    check!(
+        after.failcnt > before.failcnt,
+        "no refusal counted: {before:?} -> {after:?}"
+    );
+    let ram = try_or_fail!(env.ubc_row(CT, Resource::PhysPages), "physpages");
+    let pages = 64 * 1024 * 1024 / tally::ubc::page_size();
+    check!(ram.limit == pages, "physpages limit {} != {pages}", ram.limit);
+    let cg = try_or_fail!(env.cgroup(CT), "cgroup");
+    let memory_max = try_or_fail!(memory_limit(&cg), "memory limit");
+    check!(
+        memory_max == 64 * 1024 * 1024,
+        "the memory cgroup's limit is {memory_max}"
+    );
+    let conf_path = env.instance.config_path(&CtId::parse(CT).unwrap());
+    let conf = try_or_fail!(std::fs::read_to_string(&conf_path), "config");
+    check!(!conf.contains("NUMPROC"), "set without --save wrote the config: {conf}");
+
+    // A restart applies the saved config: no numproc limit any more.
+    try_or_fail!(ok(env, &["restart", CT]), "restart");
+    let row = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc");
+    check!(
+        row.barrier == tally::ubc::UNLIMITED,
+        "unsaved limit survived a restart: {row:?}"
+    );
+    let again = try_or_fail!(env.tally(&forks), "exec");
+    check!(
+        again.status.success(),
+        "after restart: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // --save persists, and the next start applies it.
+    try_or_fail!(ok(env, &["set", CT, "--numproc", "3:3", "--save"]), "set --save");
+    let conf = try_or_fail!(std::fs::read_to_string(&conf_path), "config");
+    check!(
+        conf.contains("NUMPROC=\"3:3\""),
+        "--save did not write the config: {conf}"
+    );
+    try_or_fail!(ok(env, &["restart", CT]), "restart");
+    let row = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc");
+    check!(
+        row.barrier == 3 && row.limit == 3,
+        "saved limit not applied at start: {row:?}"
+    );
+    let tight = try_or_fail!(env.tally(&forks), "exec");
+    check!(
+        String::from_utf8_lossy(&tight.stderr).contains("can't fork"),
+        "saved numproc not enforced after restart"
+    );
+    try_or_fail!(ok(env, &["destroy", CT]), "destroy");
+    Outcome::Pass
+}
+
+/// memory.max (v2) or memory.limit_in_bytes (v1), in bytes.
+fn memory_limit(cg: &tally::cgroup::ContainerCgroup) -> Result<u64> {
+    let (dir, _) = cg
+        .controllers
+        .get(&tally::cgroup::Controller::Memory)
+        .context("no memory controller")?;
+    for file in ["memory.max", "memory.limit_in_bytes"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+            return text.trim().parse().context("memory limit");
+        }
+    }
+    bail!("no memory limit file in {}", dir.display())
+}
+
+/// Everything under the instance that a refused request must not touch.
+fn state(env: &Env) -> Vec<String> {
+    let mut out: Vec<String> = ["conf", "private", "root"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(env.instance.root.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.path().display().to_string())
+        .collect();
+    if let Ok(cg) = env.cgroup("x") {
+        if let Some(parent) = cg.unified.parent() {
+            out.extend(
+                std::fs::read_dir(parent)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path().display().to_string()),
+            );
+        }
+    }
+    out.extend(
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&env.instance.name))
+            .map(str::to_string),
+    );
+    out.extend(
+        std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("tally")),
+    );
+    out.sort();
+    out
+}
+
+fn errors_leave_nothing(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(ok(env, &["create", "401", "--ipadd", "10.77.13.2"]), "create");
+    try_or_fail!(ok(env, &["create", "402"]), "create");
+    try_or_fail!(ok(env, &["start", "401"]), "start");
+    let before = state(env);
+    let long = "x".repeat(65);
+    for (args, code) in [
+        (vec!["create", "../x"], 21),
+        (vec!["create", ""], 21),
+        (vec!["create", long.as_str()], 21),
+        (vec!["create", "401"], 44),
+        (vec!["create", "403", "--ostemplate", "no-such-template"], 47),
+        (vec!["create", "403", "--ostemplate", "../../etc"], 47),
+        (vec!["create", "403", "--ipadd", "10.77.13"], 21),
+        (vec!["create", "403", "--ipadd", "10.77.13.2"], 34),
+        (vec!["create", "403", "--hostname", "bad name"], 21),
+        (vec!["create", "403", "--config", "no-such-sample"], 21),
+        (vec!["start", "401"], 32),
+        (vec!["start", "404"], 14),
+        (vec!["stop", "402"], 31),
+        (vec!["exec", "402", "--", "true"], 31),
+        (vec!["umount", "401"], 32),
+        (vec!["set", "404", "--numproc", "5"], 14),
+        (vec!["list", "-o", "nosuchfield"], 20),
+    ] {
+        let out = try_or_fail!(env.tally(&args), "running tally");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        check!(
+            out.status.code() == Some(code),
+            "tally {args:?} exited {:?}, expected {code}: {stderr}",
+            out.status.code()
+        );
+        check!(
+            stderr.starts_with("tally: ") && stderr.len() > 20,
+            "tally {args:?}: unclear message {stderr:?}"
+        );
+    }
+    let after = state(env);
+    check!(
+        after == before,
+        "refused requests changed state:\n{before:#?}\n->\n{after:#?}"
+    );
+    for ct in ["401", "402"] {
+        try_or_fail!(ok(env, &["destroy", ct]), "destroy");
+    }
+    let left = state(env);
+    let veth = net::host_interface(&env.instance.name, &CtId::parse("401").unwrap());
+    check!(
+        left.iter().all(|l| !l.contains("/40") && *l != veth),
+        "destroy left: {left:#?}"
+    );
+    Outcome::Pass
+}
+
+/// Four containers, each loading both CPUs, with CPUUNITS 200/100/100/50: over 20 s each gets
+/// its share of the CPU time they used together (from cgroup CPU accounting), within 3 points.
+fn cpu_fairness(env: &mut Env) -> Outcome {
+    const CTS: [(&str, u64); 4] = [("601", 200), ("602", 100), ("603", 100), ("604", 50)];
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let mut loads = Vec::new();
+    for (ct, units) in CTS {
+        try_or_fail!(ok(env, &["create", ct]), "create");
+        try_or_fail!(ok(env, &["set", ct, "--cpuunits", &units.to_string(), "--save"]), "set");
+        try_or_fail!(ok(env, &["start", ct]), "start");
+        let mut cmd = env.tally_command();
+        cmd.args([
+            "exec",
+            ct,
+            "--",
+            "sh",
+            "-c",
+            "while :; do :; done & while :; do :; done",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        loads.push(try_or_fail!(cmd.spawn(), "starting a CPU load"));
+    }
+    let usage =
+        |env: &Env| -> Result<Vec<u64>> { CTS.iter().map(|(ct, _)| Ok(env.cgroup(ct)?.cpu_usage_us()?)).collect() };
+    std::thread::sleep(Duration::from_secs(2));
+    let before = try_or_fail!(usage(env), "cpu usage");
+    std::thread::sleep(Duration::from_secs(20));
+    let after = try_or_fail!(usage(env), "cpu usage");
+    for (ct, _) in CTS {
+        try_or_fail!(ok(env, &["stop", ct, "--fast"]), "stop");
+    }
+    for mut l in loads {
+        let _ = l.kill();
+        let _ = l.wait();
+    }
+    let used: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let total: u64 = used.iter().sum();
+    let units: u64 = CTS.iter().map(|(_, u)| u).sum();
+    let shares: Vec<String> = used
+        .iter()
+        .map(|u| format!("{:.1}%", *u as f64 * 100.0 / total as f64))
+        .collect();
+    println!(
+        "    CPU shares over 20 s: {shares:?} of {:.1} CPU-seconds",
+        total as f64 / 1e6
+    );
+    check!(total > 0, "no CPU time was used");
+    for ((ct, u), used) in CTS.iter().zip(&used) {
+        let want = *u as f64 * 100.0 / units as f64;
+        let got = *used as f64 * 100.0 / total as f64;
+        check!(
+            (got - want).abs() <= 3.0,
+            "CT {ct} (CPUUNITS {u}) got {got:.1}% of the CPU time, expected {want:.1}% +-3: {shares:?}"
+        );
+    }
+    Outcome::Pass
+}

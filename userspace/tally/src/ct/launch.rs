@@ -1,0 +1,394 @@
+//! Starting a container's init, in two steps, the way runc's `init` works:
+//!
+//! 1. tallyd ([`spawn`]) forks a launcher. Between fork and exec the child joins the
+//!    container's network namespace and its cgroups (so everything after is charged to the
+//!    container), then execs tallyd's own binary in launcher mode ([`LAUNCHER_ARG`]).
+//! 2. The launcher ([`launcher_main`]) unshares the mount, UTS, IPC, PID and cgroup
+//!    namespaces, sets the hostname, builds /dev and /sys in the container's root, and forks
+//!    the init: PID 1 of the new PID namespace. It prints the init's host pid and exits, so the
+//!    init is reparented to tallyd (a child subreaper) or, when tallyd is gone, to the host's
+//!    init: containers do not depend on tallyd running.
+//!    The init mounts /proc, pivots into the root, bounds its capabilities and execs the
+//!    template's init.
+//!
+//! Errors before the final exec travel back on a close-on-exec pipe: tallyd reads it to its
+//! end, and an empty read means the init is running.
+
+use std::{
+    ffi::CString,
+    fs::{self, File, OpenOptions},
+    io::{BufRead, BufReader, Read, Write},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::{fs::symlink, process::CommandExt},
+    },
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use nix::{
+    mount::{mount, umount2, MntFlags, MsFlags},
+    sched::{unshare, CloneFlags},
+    sys::stat::{makedev, mknod, Mode, SFlag},
+    unistd::{chdir, chroot, dup2, execve, fork, pivot_root, sethostname, setsid, ForkResult},
+};
+
+/// argv[1] that puts tallyd's binary in launcher mode.
+pub const LAUNCHER_ARG: &str = "__tally-launch";
+/// The fd number the launcher finds the error pipe on.
+const STATUS_FD: RawFd = 3;
+
+/// What the launcher needs to know (argv[2], JSON).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct LaunchSpec {
+    /// The mounted root (VE_ROOT).
+    pub root: PathBuf,
+    pub hostname: String,
+    /// The init's command line.
+    pub init: Vec<String>,
+    /// Host file that the init's stdout and stderr go to.
+    pub console: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("{0}")]
+    Init(String),
+    #[error("{what}: {source}")]
+    Sys { what: String, source: std::io::Error },
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
+    let what = what.into();
+    move |source| LaunchError::Sys { what, source }
+}
+
+/// Starts the init of a container (tallyd's side). `netns` is the container's network
+/// namespace, `cgroup_procs` its cgroup.procs files. Returns the init's host pid once the
+/// init has exec'd the template's init.
+pub fn spawn(spec: &LaunchSpec, netns: &OwnedFd, cgroup_procs: &[PathBuf]) -> Result<u32, LaunchError> {
+    let exe = std::env::current_exe().map_err(sys("locating tallyd's binary"))?;
+    let procs: Vec<File> = cgroup_procs
+        .iter()
+        .map(|p| {
+            OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(sys(format!("opening {}", p.display())))
+        })
+        .collect::<Result<_, _>>()?;
+    let procs_fds: Vec<RawFd> = procs.iter().map(|f| f.as_raw_fd()).collect();
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Sys {
+        what: "pipe".into(),
+        source: e.into(),
+    })?;
+    let netns_fd = netns.as_raw_fd();
+    let status_w_fd = status_w.as_raw_fd();
+    let json = serde_json::to_string(spec).expect("spec serializes");
+    let mut cmd = Command::new(exe);
+    cmd.arg(LAUNCHER_ARG)
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec; it makes only async-signal-safe system
+    // calls (setns, write, dup2) on descriptors that stay open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for fd in &procs_fds {
+                // "0" moves the writing process.
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // dup2 clears close-on-exec on the copy: the launcher inherits it as fd 3.
+            if libc::dup2(status_w_fd, STATUS_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(sys("starting the launcher"))?;
+    drop(status_w);
+    drop(procs);
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let _ = out.read_line(&mut line);
+    let mut stderr = String::new();
+    let _ = child.stderr.take().expect("piped").read_to_string(&mut stderr);
+    let status = child.wait().map_err(sys("waiting for the launcher"))?;
+    let mut report = String::new();
+    let _ = File::from(status_r).read_to_string(&mut report);
+    let pid: Option<u32> = line.trim().parse().ok();
+    let failure = if !report.is_empty() {
+        Some(report)
+    } else if !status.success() || pid.is_none() {
+        Some(format!("launcher failed ({status}): {}", stderr.trim()))
+    } else {
+        None
+    };
+    match (failure, pid) {
+        (None, Some(pid)) => Ok(pid),
+        (Some(message), pid) => {
+            if let Some(pid) = pid {
+                // SAFETY: kill(2) on the init we just forked (our child, not yet reaped).
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+            }
+            Err(LaunchError::Init(message))
+        }
+        (None, None) => unreachable!("no pid is a failure"),
+    }
+}
+
+/// The launcher process (tallyd's binary with [`LAUNCHER_ARG`]). Never returns.
+pub fn launcher_main(spec_json: &str) -> ! {
+    // SAFETY: fd 3 was put there by `spawn`'s pre_exec for this process alone; it is owned here.
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    let _ = nix::fcntl::fcntl(
+        status.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let result = serde_json::from_str::<LaunchSpec>(spec_json)
+        .map_err(|e| LaunchError::Init(format!("bad launch spec: {e}")))
+        .and_then(|spec| launch(&spec, &status).map(|()| spec));
+    if let Err(e) = result {
+        let _ = write!(status, "{e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0)
+}
+
+fn nix_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> LaunchError {
+    let what = what.into();
+    move |e| LaunchError::Sys { what, source: e.into() }
+}
+
+fn launch(spec: &LaunchSpec, status: &File) -> Result<(), LaunchError> {
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWCGROUP,
+    )
+    .map_err(nix_err("unshare"))?;
+    sethostname(&spec.hostname).map_err(nix_err("sethostname"))?;
+    // Nothing done in here propagates back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(nix_err("making / private"))?;
+    build_dev_and_sys(&spec.root)?;
+    // SAFETY: the launcher is single-threaded (a fresh exec), so the child may do anything.
+    match unsafe { fork() }.map_err(nix_err("fork"))? {
+        ForkResult::Parent { child } => {
+            println!("{child}");
+            Ok(())
+        }
+        ForkResult::Child => {
+            let e = become_init(spec).unwrap_err();
+            let mut status = status;
+            let _ = write!(status, "{e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// A tmpfs /dev with the safe nodes, a private devpts and /dev/shm, and sysfs read-only.
+fn build_dev_and_sys(root: &Path) -> Result<(), LaunchError> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let sys_dir = root.join("sys");
+    fs::create_dir_all(&sys_dir).map_err(sys("creating /sys"))?;
+    mount(
+        Some("tally-sysfs"),
+        &sys_dir,
+        Some("sysfs"),
+        nosuid | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(nix_err("mounting sysfs"))?;
+    let dev = root.join("dev");
+    fs::create_dir_all(&dev).map_err(sys("creating /dev"))?;
+    mount(
+        Some("tally-dev"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=755,size=1m"),
+    )
+    .map_err(nix_err("mounting /dev"))?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let path = dev.join(name);
+        mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(nix_err(format!("mknod /dev/{name}")))?;
+        // mknod is subject to the umask.
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .map_err(sys("chmod /dev node"))?;
+    }
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        symlink(to, dev.join(link)).map_err(sys(format!("/dev/{link}")))?;
+    }
+    for d in ["pts", "shm"] {
+        fs::create_dir(dev.join(d)).map_err(sys(format!("/dev/{d}")))?;
+    }
+    mount(
+        Some("tally-devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )
+    .map_err(nix_err("mounting devpts"))?;
+    mount(
+        Some("tally-shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        nosuid,
+        Some("mode=1777"),
+    )
+    .map_err(nix_err("mounting /dev/shm"))?;
+    Ok(())
+}
+
+/// PID 1's side: /proc, the pivot, stdio, capabilities, then the template's init.
+fn become_init(spec: &LaunchSpec) -> Result<std::convert::Infallible, LaunchError> {
+    let root = &spec.root;
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_dir = root.join("proc");
+    fs::create_dir_all(&proc_dir).map_err(sys("creating /proc"))?;
+    mount(Some("tally-proc"), &proc_dir, Some("proc"), nosuid, None::<&str>).map_err(nix_err("mounting /proc"))?;
+    // Like LXC's proc:mixed: /proc/sys read-only but its namespaced net/ part, and no SysRq.
+    for (path, writable) in [("sys", false), ("sys/net", true), ("sysrq-trigger", false)] {
+        let p = proc_dir.join(path);
+        if !p.exists() {
+            continue;
+        }
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount(Some(&p), &p, None::<&str>, bind, None::<&str>).map_err(nix_err(format!("binding /proc/{path}")))?;
+        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | nosuid;
+        if !writable {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(None::<&str>, &p, None::<&str>, flags, None::<&str>)
+            .map_err(nix_err(format!("remounting /proc/{path}")))?;
+    }
+    let console = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.console)
+        .map_err(sys("opening the console log"))?;
+    let devnull = File::open(root.join("dev/null")).map_err(sys("opening /dev/null"))?;
+    enter_root(root)?;
+    dup2(devnull.as_raw_fd(), 0).map_err(nix_err("dup2"))?;
+    dup2(console.as_raw_fd(), 1).map_err(nix_err("dup2"))?;
+    dup2(console.as_raw_fd(), 2).map_err(nix_err("dup2"))?;
+    drop((console, devnull));
+    setsid().map_err(nix_err("setsid"))?;
+    bound_capabilities()?;
+    let argv: Vec<CString> = spec
+        .init
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| LaunchError::Init("init argument with a NUL byte".into()))?;
+    let env = [
+        c"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        c"container=tally",
+        c"TERM=linux",
+        c"HOME=/root",
+    ];
+    let first = argv
+        .first()
+        .ok_or_else(|| LaunchError::Init("empty init command".into()))?;
+    execve(first, &argv, &env).map_err(nix_err(format!("exec {}", spec.init[0])))
+}
+
+/// Makes `root` the root: pivot_root, or, where the host itself runs on the initramfs
+/// (pivot_root refuses to move rootfs), move the mount over / and chroot into it.
+fn enter_root(root: &Path) -> Result<(), LaunchError> {
+    chdir(root).map_err(nix_err("chdir to the root"))?;
+    match pivot_root(".", ".") {
+        Ok(()) => {
+            // The old root is stacked under the new one at "/": detach it.
+            umount2(".", MntFlags::MNT_DETACH).map_err(nix_err("detaching the old root"))?;
+        }
+        Err(nix::Error::EINVAL) => {
+            mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+                .map_err(nix_err("moving the root over /"))?;
+            chroot(".").map_err(nix_err("chroot"))?;
+        }
+        Err(e) => return Err(nix_err("pivot_root")(e)),
+    }
+    chdir("/").map_err(nix_err("chdir /"))
+}
+
+/// Capabilities a container never gets: loading modules, raw I/O, the clock, kernel
+/// auditing, MAC policy, BPF and perf, the kernel log, and making device nodes (its /dev is
+/// made for it).
+const DROPPED: &[caps::Capability] = &[
+    caps::Capability::CAP_SYS_MODULE,
+    caps::Capability::CAP_SYS_RAWIO,
+    caps::Capability::CAP_SYS_TIME,
+    caps::Capability::CAP_WAKE_ALARM,
+    caps::Capability::CAP_AUDIT_CONTROL,
+    caps::Capability::CAP_AUDIT_READ,
+    caps::Capability::CAP_MAC_ADMIN,
+    caps::Capability::CAP_MAC_OVERRIDE,
+    caps::Capability::CAP_BPF,
+    caps::Capability::CAP_PERFMON,
+    caps::Capability::CAP_SYSLOG,
+    caps::Capability::CAP_SYS_PACCT,
+    caps::Capability::CAP_BLOCK_SUSPEND,
+    caps::Capability::CAP_MKNOD,
+];
+
+/// A pidfd for `pid` (pidfd_open(2)): signals and setns aimed at it cannot hit a recycled pid.
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) returns a new descriptor or -1; ownership is taken below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Drops [`DROPPED`] from the bounding, inheritable and ambient sets: whatever this process
+/// execs (as root) never gets them. Used for the init and for `tally exec`.
+pub fn bound_capabilities() -> Result<(), LaunchError> {
+    let err = |e: caps::errors::CapsError| LaunchError::Init(format!("dropping capabilities: {e}"));
+    for cap in DROPPED {
+        if caps::has_cap(None, caps::CapSet::Bounding, *cap).unwrap_or(false) {
+            caps::drop(None, caps::CapSet::Bounding, *cap).map_err(err)?;
+        }
+        caps::drop(None, caps::CapSet::Inheritable, *cap).map_err(err)?;
+    }
+    caps::clear(None, caps::CapSet::Ambient).map_err(err)?;
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! The vzctl lifecycle on a `Host`: create, mount/umount, start, stop, destroy, status.
+//!
+//! A container *exists* when it has a config file; it is *mounted* when its overlay root is
+//! mounted; it is *running* when its cgroup holds a process that is PID 1 of a PID namespace
+//! of its own (the init). All three are read from the system each time, never remembered,
+//! so a restarted tallyd sees what is really there.
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use nix::{
+    poll::{poll, PollFd, PollFlags, PollTimeout},
+    sys::signal::Signal,
+};
+
+use super::{
+    host::HostError,
+    launch::{self, pidfd_open, LaunchSpec},
+    net,
+    rootfs::Rootfs,
+    template::{self, Templates},
+    CtConfig, CtId, Host,
+};
+use crate::ubc::Resource;
+
+/// How long `stop` waits for the init to power off before it kills the container.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// vzctl's status words: `CTID 101 exist mounted running`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    pub exists: bool,
+    pub mounted: bool,
+    pub running: bool,
+    /// The init's pid on the host, when running.
+    pub init_pid: Option<u32>,
+}
+
+impl Status {
+    pub fn line(&self, ct: &CtId) -> String {
+        format!(
+            "CTID {ct} {} {} {}",
+            if self.exists { "exist" } else { "deleted" },
+            if self.mounted { "mounted" } else { "unmounted" },
+            if self.running { "running" } else { "down" }
+        )
+    }
+}
+
+/// What `tally create` asks for.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// Template name; default: busybox.
+    #[serde(default)]
+    pub ostemplate: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Routed addresses (venet style).
+    #[serde(default)]
+    pub ipadd: Vec<String>,
+    /// A sample config to start from (`basic`, `unlimited`, or ROOT/conf/ve-NAME.conf-sample).
+    #[serde(default)]
+    pub config: Option<String>,
+}
+
+/// Sample configs shipped with tally (vzctl's ve-NAME.conf-sample).
+const SAMPLES: &[(&str, &str)] = &[
+    ("basic", include_str!("../../samples/ve-basic.conf-sample")),
+    ("unlimited", include_str!("../../samples/ve-unlimited.conf-sample")),
+];
+
+fn check_hostname(h: &str) -> Result<(), HostError> {
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(HostError::BadHostname(h.to_string()))
+    }
+}
+
+fn parse_addresses(config: &CtConfig) -> Vec<Ipv4Addr> {
+    config
+        .values
+        .get("IP_ADDRESS")
+        .map(|v| v.split_whitespace().filter_map(|a| a.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+impl Host {
+    pub fn templates(&self) -> Templates {
+        Templates::new(&self.instance.root)
+    }
+
+    pub fn rootfs(&self, ct: &CtId) -> Rootfs {
+        Rootfs::new(&self.instance.root, ct)
+    }
+
+    fn config(&self, ct: &CtId) -> Result<CtConfig, HostError> {
+        if !self.exists(ct) {
+            return Err(HostError::NoSuchContainer(ct.clone()));
+        }
+        Ok(CtConfig::load(&self.instance.config_path(ct))?)
+    }
+
+    /// The container's init: the process of its cgroup that is PID 1 in a namespace below
+    /// the host's.
+    pub fn init_pid(&self, ct: &CtId) -> Option<u32> {
+        let cgroup = self.cgroup(ct).ok()?;
+        cgroup.pids().ok()?.into_iter().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("NSpid:"))?.to_string();
+                    let ids: Vec<&str> = line.split_whitespace().skip(1).collect();
+                    Some(ids.len() >= 2 && ids.last() == Some(&"1"))
+                })
+                .unwrap_or(false)
+        })
+    }
+
+    pub fn status(&self, ct: &CtId) -> Result<Status, HostError> {
+        let init_pid = if self.exists(ct) { self.init_pid(ct) } else { None };
+        Ok(Status {
+            exists: self.exists(ct),
+            mounted: self.rootfs(ct).is_mounted(),
+            running: init_pid.is_some(),
+            init_pid,
+        })
+    }
+
+    /// Creates a stopped container: config, private area, cgroups and beancounters. Every
+    /// value is checked first; on any failure nothing is left behind.
+    pub fn create(&mut self, ct: &CtId, req: &CreateRequest) -> Result<super::ContainerView, HostError> {
+        if self.exists(ct) || self.rootfs(ct).exists() {
+            return Err(HostError::Exists(ct.clone()));
+        }
+        let ostemplate = req.ostemplate.clone().unwrap_or_else(|| template::DEFAULT.to_string());
+        self.templates().get(&ostemplate)?;
+        let mut config = match &req.config {
+            None => CtConfig::default(),
+            Some(name) => self.sample(name)?,
+        };
+        let hostname = req.hostname.clone().unwrap_or_else(|| format!("ct{ct}"));
+        check_hostname(&hostname)?;
+        let addrs = self.check_addresses(ct, &req.ipadd)?;
+        config.values.insert("OSTEMPLATE".into(), ostemplate);
+        config.values.insert("HOSTNAME".into(), hostname);
+        if !addrs.is_empty() {
+            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            config.values.insert("IP_ADDRESS".into(), list.join(" "));
+        }
+        let rootfs = self.rootfs(ct);
+        let result = (|| {
+            rootfs.create()?;
+            config.save(&self.instance.config_path(ct))?;
+            self.apply(ct, &config)
+        })();
+        if let Err(e) = result {
+            let _ = self.remove_everything(ct);
+            return Err(e);
+        }
+        self.view(ct)
+    }
+
+    fn sample(&self, name: &str) -> Result<CtConfig, HostError> {
+        CtId::parse(name).map_err(|_| HostError::NoSample(name.to_string(), self.sample_names()))?;
+        let file = self.instance.config_dir().join(format!("ve-{name}.conf-sample"));
+        if file.is_file() {
+            return Ok(CtConfig::load(&file)?);
+        }
+        let (_, text) = SAMPLES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| HostError::NoSample(name.to_string(), self.sample_names()))?;
+        Ok(CtConfig::parse(&format!("ve-{name}.conf-sample"), text)?)
+    }
+
+    fn sample_names(&self) -> String {
+        SAMPLES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Parses addresses and refuses ones another container of this instance has.
+    fn check_addresses(&self, ct: &CtId, raw: &[String]) -> Result<Vec<Ipv4Addr>, HostError> {
+        let mut addrs = Vec::new();
+        for a in raw {
+            let addr: Ipv4Addr = a.parse().map_err(|_| HostError::BadAddress(a.clone()))?;
+            if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr == net::GATEWAY {
+                return Err(HostError::BadAddress(a.clone()));
+            }
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        for other in self.configured()? {
+            if &other == ct {
+                continue;
+            }
+            let Ok(config) = CtConfig::load(&self.instance.config_path(&other)) else {
+                continue;
+            };
+            if let Some(addr) = parse_addresses(&config).into_iter().find(|a| addrs.contains(a)) {
+                return Err(HostError::AddressInUse { addr, by: other });
+            }
+        }
+        Ok(addrs)
+    }
+
+    pub fn mount(&mut self, ct: &CtId) -> Result<Status, HostError> {
+        let config = self.config(ct)?;
+        let name = config
+            .values
+            .get("OSTEMPLATE")
+            .cloned()
+            .unwrap_or_else(|| template::DEFAULT.into());
+        let tpl = self.templates().get(&name)?;
+        self.rootfs(ct).mount(&tpl.rootfs)?;
+        self.status(ct)
+    }
+
+    pub fn umount(&mut self, ct: &CtId) -> Result<Status, HostError> {
+        self.config(ct)?;
+        if self.init_pid(ct).is_some() {
+            return Err(HostError::Running(ct.clone()));
+        }
+        self.rootfs(ct).umount()?;
+        self.status(ct)
+    }
+
+    /// Starts the container: mounts its root, applies its saved config, makes its network
+    /// and launches its init. On failure the container is left as it was (stopped).
+    pub fn start(&mut self, ct: &CtId) -> Result<super::ContainerView, HostError> {
+        let config = self.config(ct)?;
+        if self.init_pid(ct).is_some() {
+            return Err(HostError::Running(ct.clone()));
+        }
+        let was_mounted = self.rootfs(ct).is_mounted();
+        let result = self.launch(ct, &config);
+        if let Err(e) = result {
+            let _ = self.cgroup(ct).map(|c| c.kill_and_wait(Duration::from_secs(5)));
+            let _ = net::remove(&self.instance.name, ct);
+            if !was_mounted {
+                let _ = self.rootfs(ct).umount();
+            }
+            return Err(e);
+        }
+        self.view(ct)
+    }
+
+    fn launch(&mut self, ct: &CtId, config: &CtConfig) -> Result<(), HostError> {
+        self.mount(ct)?;
+        self.apply(ct, config)?;
+        let cgroup = self.cgroup(ct)?;
+        // Stale processes (say, from `exec --cgroup-only`) do not belong to this boot.
+        let numproc = config.limits().unwrap_or_default().get(&Resource::NumProc).copied();
+        if let Some((barrier, _)) = numproc {
+            let held = cgroup.pids()?.len() as u64;
+            if held >= barrier {
+                return Err(HostError::Shortage {
+                    ct: ct.clone(),
+                    resource: Resource::NumProc,
+                    held,
+                });
+            }
+        }
+        let netns = net::create(&self.instance.name, ct, &parse_addresses(config))?;
+        let rootfs = self.rootfs(ct);
+        let spec = LaunchSpec {
+            root: rootfs.root.clone(),
+            hostname: config
+                .values
+                .get("HOSTNAME")
+                .cloned()
+                .unwrap_or_else(|| format!("ct{ct}")),
+            init: vec!["/sbin/init".into()],
+            console: rootfs.console_log(),
+        };
+        let pid = launch::spawn(&spec, &netns, &cgroup.procs_files())?;
+        reap_when_done(pid);
+        Ok(())
+    }
+
+    /// Stops the container: its init is asked to power off with the template's signal
+    /// (unless `fast`), and whatever is left after STOP_TIMEOUT is killed. Then the root is
+    /// unmounted, as vzctl does.
+    pub fn stop(&mut self, ct: &CtId, fast: bool) -> Result<Status, HostError> {
+        let config = self.config(ct)?;
+        let Some(pid) = self.init_pid(ct) else {
+            return Err(HostError::NotRunning(ct.clone()));
+        };
+        let cgroup = self.cgroup(ct)?;
+        if !fast {
+            let name = config
+                .values
+                .get("OSTEMPLATE")
+                .cloned()
+                .unwrap_or_else(|| template::DEFAULT.into());
+            let signal = self
+                .templates()
+                .get(&name)
+                .ok()
+                .and_then(|t| parse_signal(&t.halt_signal))
+                .unwrap_or(libc::SIGPWR);
+            if let Ok(pidfd) = pidfd_open(pid) {
+                // SAFETY: pidfd_send_signal on a pidfd we own; no siginfo.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                        signal,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                };
+                wait_exit(&pidfd, STOP_TIMEOUT);
+            }
+        }
+        // Killing the init takes its whole PID namespace along; the cgroup kill catches
+        // anything else charged there.
+        if !cgroup.kill_and_wait(Duration::from_secs(10))? {
+            return Err(HostError::StopFailed {
+                ct: ct.clone(),
+                message: "processes are left after SIGKILL".into(),
+            });
+        }
+        let _ = net::remove(&self.instance.name, ct);
+        self.rootfs(ct).umount()?;
+        self.status(ct)
+    }
+
+    /// Stops (fast) if running, then removes everything: private area, cgroups, beancounters,
+    /// network, config.
+    pub fn destroy(&mut self, ct: &CtId) -> Result<(), HostError> {
+        if !self.exists(ct) {
+            return Err(HostError::NoSuchContainer(ct.clone()));
+        }
+        if self.init_pid(ct).is_some() {
+            self.stop(ct, true)?;
+        }
+        self.remove_everything(ct)
+    }
+
+    fn remove_everything(&mut self, ct: &CtId) -> Result<(), HostError> {
+        let cgroup = self.cgroup(ct)?;
+        if cgroup.exists() {
+            let cgid = cgroup.id()?;
+            cgroup.destroy()?;
+            self.maps.unregister(cgid)?;
+        }
+        let _ = net::remove(&self.instance.name, ct);
+        self.rootfs(ct).destroy()?;
+        let path = self.instance.config_path(ct);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(HostError::Io { path, source: e }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// "SIGUSR2", "USR2", "SIGRTMIN+4" -> the number.
+pub fn parse_signal(name: &str) -> Option<i32> {
+    let n = name.trim().trim_start_matches("SIG");
+    if let Some(off) = n.strip_prefix("RTMIN+") {
+        return Some(libc::SIGRTMIN() + off.parse::<i32>().ok()?);
+    }
+    format!("SIG{n}").parse::<Signal>().ok().map(|s| s as i32)
+}
+
+/// Waits until the process behind `pidfd` exits (the pidfd polls readable), or `timeout`.
+fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::ZERO);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) if left.is_zero() => return false,
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The init is tallyd's child (tallyd is a subreaper): reap it when it exits, on a small
+/// thread of its own. After a tallyd restart the host's init reaps instead.
+fn reap_when_done(pid: u32) {
+    let _ = std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_is_vzctls() {
+        let ct = CtId::parse("101").unwrap();
+        let s = Status {
+            exists: true,
+            mounted: true,
+            running: true,
+            init_pid: Some(7),
+        };
+        assert_eq!(s.line(&ct), "CTID 101 exist mounted running");
+        assert_eq!(Status::default().line(&ct), "CTID 101 deleted unmounted down");
+    }
+
+    #[test]
+    fn signals_by_name() {
+        assert_eq!(parse_signal("SIGUSR2"), Some(libc::SIGUSR2));
+        assert_eq!(parse_signal("PWR"), Some(libc::SIGPWR));
+        assert_eq!(parse_signal("SIGRTMIN+4"), Some(libc::SIGRTMIN() + 4));
+        assert_eq!(parse_signal("NOPE"), None);
+    }
+
+    #[test]
+    fn hostnames() {
+        for ok in ["ct101", "web.example.com", "a-b"] {
+            assert!(check_hostname(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a..b", "a b", "x/y", &"x".repeat(65)] {
+            assert!(check_hostname(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn samples_parse() {
+        for (name, text) in SAMPLES {
+            CtConfig::parse(name, text).unwrap();
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! OS templates: read-only root trees under ROOT/template/NAME, shared by every container made
+//! from them as the lower layer of an overlay (so their files share one page cache, as
+//! Virtuozzo's templates share memory). Each has a small KEY="value" file beside it
+//! (ROOT/template/NAME.conf) saying how its init is stopped.
+//!
+//! `busybox`, the built-in default, is made from the host's static busybox (Debian's
+//! busybox-static): the binary, a link per applet, and just enough /etc for init and login.
+
+use std::{
+    fs,
+    os::unix::fs::{symlink, PermissionsExt},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use super::CtConfig;
+
+pub const DEFAULT: &str = "busybox";
+/// Where Debian's busybox-static puts its static binary.
+pub const HOST_BUSYBOX: &str = "/bin/busybox";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("OS template '{0}' not found (see `tally template list`)")]
+    NotFound(String),
+    #[error("invalid template name '{0}': use A-Z a-z 0-9 _ . - (starting with a letter or digit)")]
+    BadName(String),
+    #[error("cannot make the busybox template: {0}")]
+    Busybox(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError + '_ {
+    move |source| TemplateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One template, as `tally template list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TemplateInfo {
+    pub name: String,
+    pub rootfs: PathBuf,
+    /// The signal that asks the template's init to power off (busybox: SIGUSR2; systemd:
+    /// SIGRTMIN+4).
+    pub halt_signal: String,
+}
+
+/// The template store of one tally root.
+pub struct Templates {
+    dir: PathBuf,
+}
+
+impl Templates {
+    pub fn new(root: &Path) -> Templates {
+        Templates {
+            dir: root.join("template"),
+        }
+    }
+
+    fn check_name(name: &str) -> Result<(), TemplateError> {
+        super::CtId::parse(name)
+            .map(drop)
+            .map_err(|_| TemplateError::BadName(name.to_string()))
+    }
+
+    pub fn rootfs(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn meta_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.conf"))
+    }
+
+    /// The template `name`; the built-in busybox one is made on first use.
+    pub fn get(&self, name: &str) -> Result<TemplateInfo, TemplateError> {
+        Self::check_name(name)?;
+        if name == DEFAULT && !self.meta_path(name).exists() {
+            self.make_busybox()?;
+        }
+        let meta = self.meta_path(name);
+        if !meta.is_file() || !self.rootfs(name).is_dir() {
+            return Err(TemplateError::NotFound(name.to_string()));
+        }
+        let text = fs::read_to_string(&meta).map_err(io(&meta))?;
+        let conf = CtConfig::parse(&meta.display().to_string(), &text)
+            .map_err(|e| TemplateError::Busybox(format!("bad template metadata: {e}")))?;
+        Ok(TemplateInfo {
+            name: name.to_string(),
+            rootfs: self.rootfs(name),
+            halt_signal: conf
+                .values
+                .get("HALT_SIGNAL")
+                .cloned()
+                .unwrap_or_else(|| "SIGPWR".into()),
+        })
+    }
+
+    /// Every usable template (metadata and tree both present), by name; busybox is listed
+    /// when it can be made.
+    pub fn list(&self) -> Result<Vec<TemplateInfo>, TemplateError> {
+        let mut names: Vec<String> = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.strip_suffix(".conf").map(str::to_string))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(io(&self.dir)(e)),
+        };
+        if !names.iter().any(|n| n == DEFAULT) && Path::new(HOST_BUSYBOX).exists() {
+            names.push(DEFAULT.to_string());
+        }
+        names.sort();
+        names.iter().filter_map(|n| self.get(n).ok().map(Ok)).collect()
+    }
+
+    /// Builds the busybox tree in a temporary directory and renames it into place, so a
+    /// half-made template is never used; the metadata file is written last.
+    fn make_busybox(&self) -> Result<(), TemplateError> {
+        let busybox = Path::new(HOST_BUSYBOX);
+        if !busybox.is_file() {
+            return Err(TemplateError::Busybox(format!(
+                "{HOST_BUSYBOX} is missing (install busybox-static: cargo xtask setup)"
+            )));
+        }
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let tmp = self.dir.join(format!(".{DEFAULT}.tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let result = build_busybox_tree(busybox, &tmp).and_then(|()| {
+            let target = self.rootfs(DEFAULT);
+            let _ = fs::remove_dir_all(&target);
+            fs::rename(&tmp, &target).map_err(io(&target))?;
+            let meta = self.meta_path(DEFAULT);
+            let conf = CtConfig {
+                values: [
+                    ("DISTRIBUTION".to_string(), "busybox".to_string()),
+                    ("HALT_SIGNAL".to_string(), "SIGUSR2".to_string()),
+                ]
+                .into(),
+            };
+            conf.save(&meta)
+                .map_err(|e| TemplateError::Busybox(format!("saving {}: {e}", meta.display())))
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+}
+
+/// The files of the busybox template. The applet list comes from the binary itself.
+fn build_busybox_tree(busybox: &Path, root: &Path) -> Result<(), TemplateError> {
+    let applets = Command::new(busybox).arg("--list-full").output().map_err(io(busybox))?;
+    if !applets.status.success() {
+        return Err(TemplateError::Busybox(format!(
+            "{} --list-full failed",
+            busybox.display()
+        )));
+    }
+    for dir in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc/init.d",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "root",
+        "run",
+        "var/log",
+        "var/www",
+        "home",
+    ] {
+        let path = root.join(dir);
+        fs::create_dir_all(&path).map_err(io(&path))?;
+    }
+    let tmp = root.join("tmp");
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(io(&tmp))?;
+    let root_home = root.join("root");
+    fs::set_permissions(&root_home, fs::Permissions::from_mode(0o700)).map_err(io(&root_home))?;
+
+    let target = root.join("bin/busybox");
+    fs::copy(busybox, &target).map_err(io(&target))?;
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).map_err(io(&target))?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "bin/busybox" || applet.contains("..") {
+            continue;
+        }
+        let link = root.join(applet);
+        if link.exists() {
+            continue;
+        }
+        let depth = applet.matches('/').count();
+        let to = format!("{}bin/busybox", "../".repeat(depth));
+        symlink(&to, &link).map_err(io(&link))?;
+    }
+    let files: &[(&str, &str, u32)] = &[
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n", 0o644),
+        ("etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n", 0o644),
+        ("etc/shadow", "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n", 0o600),
+        ("etc/hostname", "localhost\n", 0o644),
+        ("etc/hosts", "127.0.0.1 localhost\n", 0o644),
+        ("etc/shells", "/bin/sh\n", 0o644),
+        ("etc/profile", "export PATH=/bin:/sbin:/usr/bin:/usr/sbin\nexport PS1='\\u@\\h:\\w\\$ '\n", 0o644),
+        // No getty: a container has no consoles of its own; `tally enter` gives a shell.
+        (
+            "etc/inittab",
+            "::sysinit:/etc/init.d/rcS\n::shutdown:/bin/sync\n",
+            0o644,
+        ),
+        (
+            "etc/init.d/rcS",
+            "#!/bin/sh\n# Runs once at boot: start the services in /etc/init.d/S* in order.\nfor s in /etc/init.d/S*; do [ -x \"$s\" ] && \"$s\" start; done\nexit 0\n",
+            0o755,
+        ),
+        ("var/www/index.html", "tally busybox container\n", 0o644),
+    ];
+    for (path, text, mode) in files {
+        let path = root.join(path);
+        fs::write(&path, text).map_err(io(&path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_names_are_checked() {
+        let t = Templates::new(Path::new("/nonexistent-tally-root"));
+        assert!(matches!(t.get("../etc"), Err(TemplateError::BadName(_))));
+        assert!(matches!(t.get("nosuch"), Err(TemplateError::NotFound(_))));
+    }
+
+    #[test]
+    fn busybox_template_is_made_from_the_host_binary() {
+        assert!(
+            Path::new(HOST_BUSYBOX).exists(),
+            "{HOST_BUSYBOX} missing: run cargo xtask setup"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let t = Templates::new(dir.path());
+        let info = t.get(DEFAULT).unwrap();
+        assert_eq!(info.halt_signal, "SIGUSR2");
+        let init = fs::read_link(info.rootfs.join("sbin/init")).unwrap();
+        assert_eq!(init, Path::new("../bin/busybox"));
+        assert!(
+            info.rootfs.join("sbin/init").exists(),
+            "the link resolves inside the tree"
+        );
+        assert!(info.rootfs.join("usr/sbin/httpd").exists());
+        assert_eq!(t.list().unwrap(), vec![info]);
+    }
+}
