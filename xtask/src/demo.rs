@@ -1,6 +1,8 @@
-//! `cargo xtask demo`: tally's main job on the built-in default. For now: a container with a
-//! numproc limit, a fork storm inside it, and its beancounters before and after. Runs its own
-//! instance (tally-demo) and removes everything it made, also when a step fails.
+//! `cargo xtask demo`: tally's main job on the built-in default: three busybox containers
+//! with different limits (routed addresses from 10.77.0.0/16), an httpd in one, a fork storm
+//! that hits numproc in it, then `tally list` and `tally ubc`. Runs its own instance
+//! (tally-demo, state in target/tally-demo) and removes everything it made, also when a step
+//! fails.
 
 use std::{
     io::{BufRead, BufReader},
@@ -39,12 +41,29 @@ fn tally(bins: &Path, socket: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The containers: (CTID, address, extra `tally create` flags, `tally set` flags).
+const CONTAINERS: &[(&str, &str, &[&str], &[&str])] = &[
+    ("101", "10.77.0.101", &["--hostname", "web"], &["--numproc", "20:20", "--numfile", "500:500"]),
+    ("102", "10.77.0.102", &["--hostname", "db", "--config", "basic"], &[]),
+    ("103", "10.77.0.103", &["--hostname", "batch"], &["--ram", "64M", "--swap", "0", "--cpuunits", "250"]),
+];
+
 fn show(bins: &Path, socket: &Path) -> Result<()> {
     tally(bins, socket, &["check"])?;
-    tally(bins, socket, &["set", "101", "--numproc", "20:20"])?;
-    tally(bins, socket, &["ubc", "101"])?;
-    // The storm: 40 background sleeps; the shell dies at the first refused fork, so three
-    // storms in a row show failcnt climbing while held never passes the limit.
+    tally(bins, socket, &["template", "list"])?;
+    for (ct, addr, create, set) in CONTAINERS {
+        tally(bins, socket, &[&["create", ct, "--ipadd", addr][..], create].concat())?;
+        if !set.is_empty() {
+            tally(bins, socket, &[&["set", ct][..], set, &["--save"]].concat())?;
+        }
+        tally(bins, socket, &["start", ct])?;
+    }
+    tally(bins, socket, &["exec", "101", "--", "httpd", "-p", "80", "-h", "/var/www"])?;
+    tally(bins, socket, &["exec", "101", "--", "ps"])?;
+    tally(bins, socket, &["exec", "102", "--", "hostname"])?;
+    tally(bins, socket, &["list"])?;
+    // The storm: 40 background sleeps in 101, whose numproc is 20; the shell dies at the first
+    // refused fork, so three storms in a row show failcnt climbing while held stays at the limit.
     let storm = "for i in $(seq 40); do (sleep 3 &); done 2>/dev/null; wait";
     for _ in 0..3 {
         println!("\n$ tally exec 101 -- sh -c '{storm}'");
@@ -53,10 +72,15 @@ fn show(bins: &Path, socket: &Path) -> Result<()> {
             .env("TALLY_SOCKET", socket)
             .status()?;
     }
-    println!("\n(the storms' sleeps still run and are held; maxheld shows the peak stopped at the limit; failcnt counts every refused fork)");
-    tally(bins, socket, &["ubc", "101"])?;
+    println!("\n(101's sleeps still run and are held: numproc sits at its limit, failcnt counts every refused fork)");
+    tally(
+        bins,
+        socket,
+        &["list", "-o", "ctid,nproc,status,ip,hostname,numproc,numproc.m,numproc.l,numproc.f"],
+    )?;
+    tally(bins, socket, &["ubc"])?;
     std::thread::sleep(Duration::from_secs(4));
-    println!("\n(4 s later, everything has exited: held is back to 0, maxheld keeps the peak)");
+    println!("\n(4 s later the sleeps have exited: held is back down, maxheld keeps the peak)");
     tally(bins, socket, &["ubc", "101"])
 }
 
@@ -91,19 +115,28 @@ fn start_tallyd(bins: &Path, state: &Path, socket: &Path) -> Result<Child> {
 }
 
 fn cleanup(bins: &Path, socket: &Path, tallyd: &mut Child) -> Result<()> {
-    let destroyed = Command::new(bins.join("tally"))
-        .args(["destroy", "101"])
-        .env("TALLY_SOCKET", socket)
-        .status();
+    let mut destroyed = Ok(());
+    for (ct, ..) in CONTAINERS {
+        let status = Command::new(bins.join("tally"))
+            .args(["destroy", ct])
+            .env("TALLY_SOCKET", socket)
+            .stderr(Stdio::null())
+            .status()?;
+        // 14: never created (an earlier step failed).
+        if !status.success() && status.code() != Some(14) {
+            destroyed = Err(anyhow::anyhow!("tally destroy {ct}: {status}"));
+        }
+    }
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(tallyd.id() as i32, libc::SIGTERM) };
     tallyd.wait()?;
     let unloaded = Command::new(bins.join("tallyd"))
         .args(["--unload", "--instance", INSTANCE])
         .status()?;
-    if !destroyed?.success() || !unloaded.success() {
+    destroyed?;
+    if !unloaded.success() {
         bail!("cleaning up the demo failed");
     }
-    println!("\n(demo container destroyed, programs detached, pins removed)");
+    println!("\n(demo containers destroyed, programs detached, pins removed)");
     Ok(())
 }
