@@ -51,7 +51,7 @@ pub fn tests() -> Vec<Test> {
 }
 
 /// `tally ARGS`, failing with its stderr unless it exits 0; returns stdout.
-fn ok(env: &Env, args: &[&str]) -> Result<String> {
+pub(crate) fn ok(env: &Env, args: &[&str]) -> Result<String> {
     let out = env.tally(args)?;
     if !out.status.success() {
         bail!(

@@ -114,6 +114,11 @@ impl Env {
             .context("running tally")
     }
 
+    /// tallyd's pid, while it runs.
+    pub fn tallyd_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(|c| c.id())
+    }
+
     /// `tally set CT ARGS --save`, creating container `ct` (busybox, stopped) first when it
     /// does not exist yet.
     pub fn set(&self, ct: &str, args: &[&str]) -> Result<Output> {

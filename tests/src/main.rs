@@ -12,6 +12,7 @@ mod bench;
 mod containers;
 mod drive;
 mod env;
+mod escape;
 mod exact;
 mod harness;
 mod numproc;
@@ -25,6 +26,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("workload") => std::process::exit(workload::main(&args[1..])),
         Some("bench") => std::process::exit(bench::main(&args[1..])),
+        Some("escape") => std::process::exit(escape::main(&args[1..])),
         _ => {}
     }
     let filter = args.first().cloned().unwrap_or_default();
@@ -36,5 +38,6 @@ fn main() {
     tests.extend(exact::tests());
     tests.extend(abuse::tests());
     tests.extend(containers::tests());
+    tests.extend(escape::tests());
     std::process::exit(harness::run(tests, &filter));
 }

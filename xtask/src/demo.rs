@@ -43,9 +43,19 @@ fn tally(bins: &Path, socket: &Path, args: &[&str]) -> Result<()> {
 
 /// The containers: (CTID, address, extra `tally create` flags, `tally set` flags).
 const CONTAINERS: &[(&str, &str, &[&str], &[&str])] = &[
-    ("101", "10.77.0.101", &["--hostname", "web"], &["--numproc", "20:20", "--numfile", "500:500"]),
+    (
+        "101",
+        "10.77.0.101",
+        &["--hostname", "web"],
+        &["--numproc", "20:20", "--numfile", "500:500"],
+    ),
     ("102", "10.77.0.102", &["--hostname", "db", "--config", "basic"], &[]),
-    ("103", "10.77.0.103", &["--hostname", "batch"], &["--ram", "64M", "--swap", "0", "--cpuunits", "250"]),
+    (
+        "103",
+        "10.77.0.103",
+        &["--hostname", "batch"],
+        &["--ram", "64M", "--swap", "0", "--cpuunits", "250"],
+    ),
 ];
 
 fn show(bins: &Path, socket: &Path) -> Result<()> {
@@ -58,7 +68,11 @@ fn show(bins: &Path, socket: &Path) -> Result<()> {
         }
         tally(bins, socket, &["start", ct])?;
     }
-    tally(bins, socket, &["exec", "101", "--", "httpd", "-p", "80", "-h", "/var/www"])?;
+    tally(
+        bins,
+        socket,
+        &["exec", "101", "--", "httpd", "-p", "80", "-h", "/var/www"],
+    )?;
     tally(bins, socket, &["exec", "101", "--", "ps"])?;
     tally(bins, socket, &["exec", "102", "--", "hostname"])?;
     tally(bins, socket, &["list"])?;
@@ -76,7 +90,11 @@ fn show(bins: &Path, socket: &Path) -> Result<()> {
     tally(
         bins,
         socket,
-        &["list", "-o", "ctid,nproc,status,ip,hostname,numproc,numproc.m,numproc.l,numproc.f"],
+        &[
+            "list",
+            "-o",
+            "ctid,nproc,status,ip,hostname,numproc,numproc.m,numproc.l,numproc.f",
+        ],
     )?;
     tally(bins, socket, &["ubc"])?;
     std::thread::sleep(Duration::from_secs(4));

@@ -1,2 +1,5 @@
-//! cgroup BPF programs, attached to each container's cgroup2 directory (both tiers).
+//! cgroup BPF programs, attached to the instance's cgroup2 directory (both tiers): socket
+//! accounting for the fallback tier, and the device and sysctl guards every container gets.
+mod dev;
 mod sock;
+mod sysctl;

@@ -131,7 +131,7 @@ fn enter_and_exec(pidfd: &OwnedFd, argv: &[CString]) -> i32 {
         eprintln!("tally: chdir /: {e}");
         return ExitCode::SystemError.number();
     }
-    if let Err(e) = tally::ct::launch::bound_capabilities() {
+    if let Err(e) = tally::ct::launch::confine() {
         eprintln!("tally: {e}");
         return ExitCode::SystemError.number();
     }

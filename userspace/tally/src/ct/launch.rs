@@ -310,7 +310,7 @@ fn become_init(spec: &LaunchSpec) -> Result<std::convert::Infallible, LaunchErro
     dup2(console.as_raw_fd(), 2).map_err(nix_err("dup2"))?;
     drop((console, devnull));
     setsid().map_err(nix_err("setsid"))?;
-    bound_capabilities()?;
+    confine()?;
     let argv: Vec<CString> = spec
         .init
         .iter()
@@ -349,8 +349,8 @@ fn enter_root(root: &Path) -> Result<(), LaunchError> {
 }
 
 /// Capabilities a container never gets: loading modules, raw I/O, the clock, kernel
-/// auditing, MAC policy, BPF and perf, the kernel log, and making device nodes (its /dev is
-/// made for it).
+/// auditing, MAC policy, BPF and perf, the kernel log, making device nodes (its /dev is made
+/// for it), file handles and system administration (mounts).
 const DROPPED: &[caps::Capability] = &[
     caps::Capability::CAP_SYS_MODULE,
     caps::Capability::CAP_SYS_RAWIO,
@@ -366,7 +366,85 @@ const DROPPED: &[caps::Capability] = &[
     caps::Capability::CAP_SYS_PACCT,
     caps::Capability::CAP_BLOCK_SUSPEND,
     caps::Capability::CAP_MKNOD,
+    // open_by_handle_at reaches files outside any mount the container has.
+    caps::Capability::CAP_DAC_READ_SEARCH,
+    // Without a user namespace, CAP_SYS_ADMIN could mount a fresh read-write sysfs or proc
+    // (uevent_helper, core_pattern: the host runs what they name), remount /sys, or mount
+    // devtmpfs. Containers run without it; their hostname is set from the host.
+    caps::Capability::CAP_SYS_ADMIN,
 ];
+
+/// System calls no container may make, refused with EPERM whatever capabilities it holds
+/// (CAP_SYS_ADMIN alone would allow several): BPF and perf, kernel modules and kexec, file
+/// handles, swap, process accounting, the kernel keyring and log, port I/O, the clock.
+const REFUSED_SYSCALLS: &[libc::c_long] = &[
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_acct,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_keyctl,
+    libc::SYS_syslog,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_lookup_dcookie,
+    libc::SYS_quotactl,
+    libc::SYS_uselib,
+];
+
+/// What every process of a container runs under: the capability bound and the syscall
+/// filter. Used for the init and for `tally exec`.
+pub fn confine() -> Result<(), LaunchError> {
+    bound_capabilities()?;
+    refuse_syscalls()
+}
+
+/// Installs a seccomp filter refusing [`REFUSED_SYSCALLS`]. Without no_new_privs (root holds
+/// CAP_SYS_ADMIN here), so set-uid programs in the container keep working.
+fn refuse_syscalls() -> Result<(), LaunchError> {
+    use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+    let err = |e: String| LaunchError::Init(format!("seccomp filter: {e}"));
+    let rules = REFUSED_SYSCALLS.iter().map(|nr| (*nr as i64, vec![])).collect();
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| err(e.to_string()))?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(|e| err(e.to_string()))?;
+    let program: BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| err(e.to_string()))?;
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: PR_SET_SECCOMP with a filter program that lives until the call returns (the
+    // kernel copies it).
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        return Err(err(std::io::Error::last_os_error().to_string()));
+    }
+    Ok(())
+}
 
 /// A pidfd for `pid` (pidfd_open(2)): signals and setns aimed at it cannot hit a recycled pid.
 pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {

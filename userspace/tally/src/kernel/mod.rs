@@ -7,6 +7,7 @@ pub mod events;
 pub mod maps;
 pub mod probe;
 pub mod programs;
+mod rawlink;
 
 pub use probe::{HostReport, Tier};
 

@@ -4,13 +4,14 @@
 
 use std::{
     fs,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
-        loaded_links, BtfTracePoint, CgroupAttachMode, CgroupSock, FEntry, Lsm,
+        loaded_links, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSock, CgroupSysctl, FEntry, Lsm,
     },
     Btf, EbpfLoader,
 };
@@ -47,6 +48,9 @@ enum Hook {
     /// A cgroup/sock program (its section gives the attach type), attached to the instance's
     /// parent cgroup2 directory, which every container inherits.
     CgroupSock(&'static str),
+    /// cgroup_device and cgroup_sysctl guards, on the same directory.
+    CgroupDevice(&'static str),
+    CgroupSysctl(&'static str),
 }
 
 /// Which way a program moves the counters; decides the order of detaching.
@@ -54,6 +58,8 @@ enum Hook {
 enum Side {
     Charge,
     Uncharge,
+    /// Neither: a guard that refuses without counting.
+    Guard,
 }
 
 /// A program of the object (by function name) and the hook it attaches to.
@@ -67,7 +73,12 @@ impl ProgramSpec {
     /// A program named after its hook (the house style: `fn task_alloc` for lsm/task_alloc).
     const fn new(side: Side, hook: Hook) -> ProgramSpec {
         let name = match hook {
-            Hook::Lsm(n) | Hook::TpBtf(n) | Hook::FEntry(n) | Hook::CgroupSock(n) => n,
+            Hook::Lsm(n)
+            | Hook::TpBtf(n)
+            | Hook::FEntry(n)
+            | Hook::CgroupSock(n)
+            | Hook::CgroupDevice(n)
+            | Hook::CgroupSysctl(n) => n,
         };
         ProgramSpec { name, hook, side }
     }
@@ -76,6 +87,9 @@ impl ProgramSpec {
     }
     const fn uncharge(hook: Hook) -> ProgramSpec {
         ProgramSpec::new(Side::Uncharge, hook)
+    }
+    const fn guard(hook: Hook) -> ProgramSpec {
+        ProgramSpec::new(Side::Guard, hook)
     }
 }
 
@@ -95,6 +109,8 @@ const FULL: &[ProgramSpec] = &[
     ProgramSpec::charge(Hook::Lsm("socket_accept")),
     ProgramSpec::charge(Hook::Lsm("sock_graft")),
     ProgramSpec::uncharge(Hook::Lsm("sk_free_security")),
+    ProgramSpec::guard(Hook::CgroupDevice("device")),
+    ProgramSpec::guard(Hook::CgroupSysctl("sysctl")),
 ];
 
 /// Fallback tier: the same accounting from tracepoints; the pids controller refuses.
@@ -105,6 +121,8 @@ const FALLBACK: &[ProgramSpec] = &[
     ProgramSpec::charge(Hook::TpBtf("cgroup_attach_task")),
     ProgramSpec::charge(Hook::CgroupSock("sock_create")),
     ProgramSpec::uncharge(Hook::CgroupSock("sock_release")),
+    ProgramSpec::guard(Hook::CgroupDevice("device")),
+    ProgramSpec::guard(Hook::CgroupSysctl("sysctl")),
 ];
 
 const PINNED_MAPS: [&str; 5] = [
@@ -182,6 +200,27 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
         let program = ebpf
             .program_mut(spec.name)
             .ok_or_else(|| program_err("not in the object".into()))?;
+        let guard = match spec.hook {
+            Hook::CgroupDevice(_) => Some(super::rawlink::BPF_CGROUP_DEVICE),
+            Hook::CgroupSysctl(_) => Some(super::rawlink::BPF_CGROUP_SYSCTL),
+            _ => None,
+        };
+        if let Some(attach_type) = guard {
+            match spec.hook {
+                Hook::CgroupDevice(_) => {
+                    let p: &mut CgroupDevice = program.try_into().map_err(|e| program_err(format!("{e}")))?;
+                    p.load().map_err(|e| program_err(describe_program_error(&e)))?;
+                }
+                _ => {
+                    let p: &mut CgroupSysctl = program.try_into().map_err(|e| program_err(format!("{e}")))?;
+                    p.load().map_err(|e| program_err(describe_program_error(&e)))?;
+                }
+            }
+            let fd = program.fd().map_err(|e| program_err(e.to_string()))?;
+            super::rawlink::attach_and_pin(fd.as_fd(), cgroup_dir.as_fd(), attach_type, &pins.link(spec.name))
+                .map_err(|e| program_err(format!("attaching to {}: {e}", cgroup_parent.display())))?;
+            continue;
+        }
         let link: FdLink = match spec.hook {
             Hook::Lsm(hook) => {
                 let p: &mut Lsm = program.try_into().map_err(|e| program_err(format!("{e}")))?;
@@ -207,6 +246,7 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
                 let link = p.take_link(id).map_err(|e| program_err(e.to_string()))?;
                 FdLink::try_from(link).map_err(|e| program_err(format!("cgroup link cannot be pinned: {e}")))?
             }
+            Hook::CgroupDevice(_) | Hook::CgroupSysctl(_) => unreachable!("attached above"),
             Hook::FEntry(function) => {
                 let p: &mut FEntry = program.try_into().map_err(|e| program_err(format!("{e}")))?;
                 p.load(function, &btf)
@@ -237,7 +277,7 @@ pub fn unpin_all(pins: &PinLayout) -> Result<(), KernelError> {
             .find(|s| s.name == name)
             .map_or(Side::Charge, |s| s.side)
     };
-    for side in [Side::Charge, Side::Uncharge] {
+    for side in [Side::Charge, Side::Uncharge, Side::Guard] {
         let (now, later): (Vec<PathBuf>, Vec<PathBuf>) = present.into_iter().partition(|p| side_of(p) == side);
         present = later;
         detach_and_wait(&now)?;
