@@ -47,6 +47,10 @@ pub fn tests() -> Vec<Test> {
             name: "cpuunits_200_100_100_50_share_cpu_44_22_22_11",
             run: cpu_fairness,
         },
+        Test {
+            name: "import_openvz_takes_an_openvz_config_as_it_is",
+            run: import_openvz,
+        },
     ]
 }
 
@@ -494,5 +498,81 @@ fn cpu_fairness(env: &mut Env) -> Outcome {
             "CT {ct} (CPUUNITS {u}) got {got:.1}% of the CPU time, expected {want:.1}% +-3: {shares:?}"
         );
     }
+    Outcome::Pass
+}
+
+/// An OpenVZ 101.conf as vzctl writes it (LONG_MAX for unlimited, $VEID in paths, a template
+/// tally does not have).
+const OPENVZ_CONF: &str = r#"# Copyright (C) 2000-2011, Parallels, Inc. All rights reserved.
+ONBOOT="yes"
+PHYSPAGES="0:262144"
+SWAPPAGES="0:524288"
+KMEMSIZE="14372700:14790164"
+NUMPROC="240:240"
+NUMFILE="9312:9312"
+NUMTCPSOCK="unlimited"
+PRIVVMPAGES="9223372036854775807:9223372036854775807"
+CPUUNITS="1000"
+VE_ROOT="/vz/root/$VEID"
+VE_PRIVATE="/vz/private/$VEID"
+OSTEMPLATE="centos-6-x86_64"
+ORIGIN_SAMPLE="vswap-256m"
+HOSTNAME="ct801.example.com"
+IP_ADDRESS="10.77.15.2"
+NAMESERVER="192.0.2.53"
+"#;
+
+fn import_openvz(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let dir = env.instance.root.join("openvz");
+    try_or_fail!(std::fs::create_dir_all(&dir), "mkdir");
+    let file = dir.join("801.conf");
+    try_or_fail!(std::fs::write(&file, OPENVZ_CONF), "writing the config");
+    let path = file.display().to_string();
+    let before = state(env);
+    // Its template is not here: refused, nothing made.
+    let out = try_or_fail!(env.tally(&["import-openvz", &path]), "import");
+    check!(
+        out.status.code() == Some(47),
+        "missing template: exit {:?}",
+        out.status.code()
+    );
+    let bad = dir.join("802.conf");
+    try_or_fail!(std::fs::write(&bad, "NUMPROC=\"20:10\"\n"), "writing the config");
+    let out = try_or_fail!(env.tally(&["import-openvz", &bad.display().to_string()]), "import");
+    check!(
+        out.status.code() == Some(21),
+        "barrier above limit: exit {:?}",
+        out.status.code()
+    );
+    check!(state(env) == before, "refused imports changed state");
+
+    try_or_fail!(ok(env, &["import-openvz", &path, "--ostemplate", "busybox"]), "import");
+    let conf = try_or_fail!(
+        std::fs::read_to_string(env.instance.config_path(&CtId::parse("801").unwrap())),
+        "config"
+    );
+    check!(
+        conf.contains("NAMESERVER=\"192.0.2.53\"") && conf.contains("ONBOOT=\"yes\"") && !conf.contains("VE_ROOT"),
+        "imported config: {conf}"
+    );
+    let numproc = try_or_fail!(env.ubc_row("801", Resource::NumProc), "numproc");
+    check!(numproc.barrier == 240 && numproc.limit == 240, "numproc {numproc:?}");
+    let ram = try_or_fail!(env.ubc_row("801", Resource::PhysPages), "physpages");
+    check!(ram.limit == 262_144, "physpages {ram:?}");
+    let privvm = try_or_fail!(env.ubc_row("801", Resource::PrivVmPages), "privvmpages");
+    check!(
+        privvm.limit == tally::ubc::UNLIMITED,
+        "LONG_MAX is unlimited: {privvm:?}"
+    );
+    try_or_fail!(ok(env, &["start", "801"]), "start");
+    let hostname = try_or_fail!(ok(env, &["exec", "801", "--", "hostname"]), "hostname");
+    check!(hostname.trim() == "ct801.example.com", "hostname {hostname:?}");
+    let list = try_or_fail!(ok(env, &["list", "-H", "-o", "ctid,ip"]), "list");
+    check!(
+        list.split_whitespace().collect::<Vec<_>>() == ["801", "10.77.15.2"],
+        "list: {list}"
+    );
+    try_or_fail!(ok(env, &["destroy", "801"]), "destroy");
     Outcome::Pass
 }

@@ -44,6 +44,8 @@ enum Command {
     Status(cmd::status::Args),
     /// Containers, like vzlist (-a: stopped ones too; -o fields; -s sort; -j JSON).
     List(cmd::list::Args),
+    /// Create a container from an OpenVZ CTID.conf, as it is.
+    ImportOpenvz(cmd::import_openvz::Args),
     /// OS templates.
     #[command(subcommand)]
     Template(cmd::template::Args),
@@ -111,6 +113,7 @@ fn main() {
         Command::Umount(a) => block_on(cmd::mount::run(&client, a, false)),
         Command::Status(a) => block_on(cmd::status::run(&client, a)),
         Command::List(a) => block_on(cmd::list::run(&client, a)),
+        Command::ImportOpenvz(a) => block_on(cmd::import_openvz::run(&client, a)),
         Command::Template(a) => block_on(cmd::template::run(&client, a)),
         Command::Set(a) => block_on(cmd::set::run(&client, a)),
         Command::Exec(a) => cmd::exec::run(&client, a),

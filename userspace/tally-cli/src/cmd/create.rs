@@ -28,6 +28,7 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
         hostname: args.hostname,
         ipadd: args.ipadd,
         config: args.config,
+        import: None,
     };
     let view: ContainerView = client.post(&format!("/v1/containers/{ct}"), &request).await?;
     println!("Container {ct} created from template {}", view.ostemplate);

@@ -3,6 +3,7 @@ pub mod create;
 pub mod destroy;
 pub mod events;
 pub mod exec;
+pub mod import_openvz;
 pub mod list;
 pub mod mount;
 pub mod set;

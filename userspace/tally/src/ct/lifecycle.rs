@@ -65,7 +65,15 @@ pub struct CreateRequest {
     /// A sample config to start from (`basic`, `unlimited`, or ROOT/conf/ve-NAME.conf-sample).
     #[serde(default)]
     pub config: Option<String>,
+    /// An OpenVZ CTID.conf, taken as it is (`tally import-openvz`): its beancounters, CPU
+    /// settings, OSTEMPLATE, HOSTNAME and IP_ADDRESS, unless given above. Its paths
+    /// (VE_ROOT, VE_PRIVATE) are tally's own to choose and are dropped.
+    #[serde(default)]
+    pub import: Option<String>,
 }
+
+/// OpenVZ keys that name host paths or tools: tally decides those itself.
+const DROPPED_ON_IMPORT: &[&str] = &["VE_ROOT", "VE_PRIVATE", "VE_LAYOUT", "ORIGIN_SAMPLE"];
 
 /// Sample configs shipped with tally (vzctl's ve-NAME.conf-sample).
 const SAMPLES: &[(&str, &str)] = &[
@@ -145,15 +153,45 @@ impl Host {
         if self.exists(ct) || self.rootfs(ct).exists() {
             return Err(HostError::Exists(ct.clone()));
         }
-        let ostemplate = req.ostemplate.clone().unwrap_or_else(|| template::DEFAULT.to_string());
-        self.templates().get(&ostemplate)?;
-        let mut config = match &req.config {
-            None => CtConfig::default(),
-            Some(name) => self.sample(name)?,
+        let mut config = match (&req.config, &req.import) {
+            (None, None) => CtConfig::default(),
+            (Some(name), None) => self.sample(name)?,
+            (None, Some(text)) => {
+                let mut c = CtConfig::parse(&format!("{ct}.conf"), text)?;
+                c.values.retain(|k, _| !DROPPED_ON_IMPORT.contains(&k.as_str()));
+                c
+            }
+            (Some(_), Some(_)) => {
+                return Err(HostError::NoSample(
+                    "--config with an import".into(),
+                    self.sample_names(),
+                ))
+            }
         };
-        let hostname = req.hostname.clone().unwrap_or_else(|| format!("ct{ct}"));
+        let ostemplate = req
+            .ostemplate
+            .clone()
+            .or_else(|| config.values.get("OSTEMPLATE").cloned())
+            .unwrap_or_else(|| template::DEFAULT.to_string());
+        self.templates().get(&ostemplate)?;
+        let hostname = req
+            .hostname
+            .clone()
+            .or_else(|| config.values.get("HOSTNAME").cloned())
+            .unwrap_or_else(|| format!("ct{ct}"));
         check_hostname(&hostname)?;
-        let addrs = self.check_addresses(ct, &req.ipadd)?;
+        let imported: Vec<String> = config
+            .values
+            .get("IP_ADDRESS")
+            .map(|v| {
+                v.split_whitespace()
+                    .map(|a| a.split('/').next().unwrap_or(a).to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let wanted = if req.ipadd.is_empty() { &imported } else { &req.ipadd };
+        let addrs = self.check_addresses(ct, wanted)?;
+        config.values.remove("IP_ADDRESS");
         config.values.insert("OSTEMPLATE".into(), ostemplate);
         config.values.insert("HOSTNAME".into(), hostname);
         if !addrs.is_empty() {
