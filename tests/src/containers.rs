@@ -51,6 +51,10 @@ pub fn tests() -> Vec<Test> {
             name: "import_openvz_takes_an_openvz_config_as_it_is",
             run: import_openvz,
         },
+        Test {
+            name: "enter_gives_a_shell_on_the_containers_own_pty",
+            run: enter_shell,
+        },
     ]
 }
 
@@ -574,5 +578,59 @@ fn import_openvz(env: &mut Env) -> Outcome {
         "list: {list}"
     );
     try_or_fail!(ok(env, &["destroy", "801"]), "destroy");
+    Outcome::Pass
+}
+
+/// `tally enter` on a terminal: commands typed reach a login shell inside the container,
+/// whose terminal is a pty of the container's own devpts, and the shell's exit code comes back.
+fn enter_shell(env: &mut Env) -> Outcome {
+    use std::os::fd::AsRawFd;
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(ok(env, &["create", "901", "--hostname", "entered"]), "create");
+    try_or_fail!(ok(env, &["start", "901"]), "start");
+    let pty = try_or_fail!(nix::pty::openpty(None, None), "openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = env.tally_command();
+    cmd.args(["enter", "901"])
+        .stdin(try_or_fail!(slave.try_clone(), "dup"))
+        .stdout(try_or_fail!(slave.try_clone(), "dup"))
+        .stderr(slave);
+    let mut child = try_or_fail!(cmd.spawn(), "tally enter");
+    let mut master = std::fs::File::from(pty.master);
+    try_or_fail!(
+        master.write_all(b"echo in-$(hostname) on $(tty); ls /dev/pts | wc -l; exit 3\n"),
+        "typing"
+    );
+    // Read until the session ends (EIO on the master once every slave is closed).
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(n) if n > 0 => all.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = try_or_fail!(child.try_wait(), "waiting") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Outcome::Fail("tally enter did not end within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(cmd);
+    let text = reader.join().unwrap_or_default();
+    try_or_fail!(ok(env, &["destroy", "901"]), "destroy");
+    check!(
+        status.code() == Some(3),
+        "the shell's exit code: {status:?}; output {text:?}"
+    );
+    check!(text.contains("in-entered on /dev/pts/0"), "output: {text:?}");
     Outcome::Pass
 }

@@ -53,6 +53,8 @@ enum Command {
     Set(cmd::set::Args),
     /// Run a command inside a running container; exits with the command's exit code.
     Exec(cmd::exec::Args),
+    /// An interactive login shell inside a running container, on a pty of its own.
+    Enter(cmd::enter::Args),
     /// The beancounters, as /proc/user_beancounters shows them.
     Ubc(cmd::ubc::Args),
     /// Stop everything in a container and remove it.
@@ -117,6 +119,7 @@ fn main() {
         Command::Template(a) => block_on(cmd::template::run(&client, a)),
         Command::Set(a) => block_on(cmd::set::run(&client, a)),
         Command::Exec(a) => cmd::exec::run(&client, a),
+        Command::Enter(a) => cmd::enter::run(&client, a),
         Command::Ubc(a) => block_on(cmd::ubc::run(&client, a)),
         Command::Destroy(a) => block_on(cmd::destroy::run(&client, a)),
         Command::Events(a) => block_on(cmd::events::run(&client, a)),

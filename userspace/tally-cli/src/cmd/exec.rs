@@ -64,6 +64,12 @@ pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
         return Ok(exec(&argv));
     }
 
+    run_inside(client, &ct, &argv, false)
+}
+
+/// Runs `argv` inside running container `ct` (see the module doc); with `tty`, on a pty
+/// made inside the container (its own devpts) that this process relays to its terminal.
+pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: bool) -> Result<i32, Failure> {
     let view: ContainerView = block_on(client.get(&format!("/v1/containers/{ct}")))?;
     let init = view
         .status
@@ -77,6 +83,13 @@ pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
     // Children of this process are born in the container's PID namespace.
     setns(&pidfd, CloneFlags::CLONE_NEWPID).map_err(sys("entering the PID namespace"))?;
     let (go_r, go_w) = nix::unistd::pipe().map_err(sys("pipe"))?;
+    let (pty_parent, pty_child) = nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(sys("socketpair"))?;
     // SAFETY: this process is single-threaded (checked above), so the child may run Rust code.
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
@@ -86,10 +99,12 @@ pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
             if r.read(&mut go).ok() != Some(1) {
                 std::process::exit(ExitCode::ResourceShortage.number());
             }
-            std::process::exit(enter_and_exec(&pidfd, &argv))
+            drop(pty_parent);
+            std::process::exit(enter_and_exec(&pidfd, argv, tty.then_some(&pty_child)))
         }
         ForkResult::Parent { child } => {
             drop(go_r);
+            drop(pty_child);
             let attached: Result<serde_json::Value, _> = block_on(client.post(
                 &format!("/v1/containers/{ct}/attach"),
                 &Attach {
@@ -104,6 +119,11 @@ pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
             }
             let _ = go_w.write_all(b"g");
             drop(go_w);
+            if tty {
+                if let Some(master) = super::enter::receive_fd(&pty_parent) {
+                    super::enter::relay(master);
+                }
+            }
             loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => return Ok(code),
@@ -117,7 +137,7 @@ pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
 }
 
 /// The child: the container's namespaces and root, its capability bound, then CMD.
-fn enter_and_exec(pidfd: &OwnedFd, argv: &[CString]) -> i32 {
+fn enter_and_exec(pidfd: &OwnedFd, argv: &[CString], pty: Option<&OwnedFd>) -> i32 {
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -144,6 +164,12 @@ fn enter_and_exec(pidfd: &OwnedFd, argv: &[CString]) -> i32 {
     }
     std::env::set_var("PATH", CONTAINER_PATH);
     std::env::set_var("HOME", "/root");
+    if let Some(sock) = pty {
+        if let Err(e) = super::enter::take_pty(sock) {
+            eprintln!("tally: a terminal inside the container: {e}");
+            return ExitCode::SystemError.number();
+        }
+    }
     exec(argv)
 }
 

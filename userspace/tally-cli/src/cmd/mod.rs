@@ -1,6 +1,7 @@
 pub mod check;
 pub mod create;
 pub mod destroy;
+pub mod enter;
 pub mod events;
 pub mod exec;
 pub mod import_openvz;
