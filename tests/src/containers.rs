@@ -55,6 +55,10 @@ pub fn tests() -> Vec<Test> {
             name: "enter_gives_a_shell_on_the_containers_own_pty",
             run: enter_shell,
         },
+        Test {
+            name: "cpulimit_50_caps_a_busy_container_at_half_a_cpu",
+            run: cpulimit,
+        },
     ]
 }
 
@@ -632,5 +636,49 @@ fn enter_shell(env: &mut Env) -> Outcome {
         "the shell's exit code: {status:?}; output {text:?}"
     );
     check!(text.contains("in-entered on /dev/pts/0"), "output: {text:?}");
+    Outcome::Pass
+}
+
+/// CPULIMIT 50 (half of one CPU) on a container loading both CPUs: over 6 s it gets 0.5 CPU
+/// (+-20%); CPUS 1 then lets it have one CPU, not two.
+fn cpulimit(env: &mut Env) -> Outcome {
+    const CT: &str = "951";
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(ok(env, &["create", CT]), "create");
+    try_or_fail!(ok(env, &["start", CT]), "start");
+    let mut cmd = env.tally_command();
+    cmd.args([
+        "exec",
+        CT,
+        "--",
+        "sh",
+        "-c",
+        "while :; do :; done & while :; do :; done",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut load = try_or_fail!(cmd.spawn(), "starting a CPU load");
+    let measure = |env: &Env| -> Result<f64> {
+        let cg = env.cgroup(CT)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let (u0, t0) = (cg.cpu_usage_us()?, std::time::Instant::now());
+        std::thread::sleep(Duration::from_secs(6));
+        Ok((cg.cpu_usage_us()? - u0) as f64 / t0.elapsed().as_micros() as f64)
+    };
+    let result = (|| -> Result<(f64, f64)> {
+        ok(env, &["set", CT, "--cpulimit", "50"])?;
+        let half = measure(env)?;
+        ok(env, &["set", CT, "--cpulimit", "0", "--cpus", "1"])?;
+        let one = measure(env)?;
+        Ok((half, one))
+    })();
+    let _ = ok(env, &["stop", CT, "--fast"]);
+    let _ = load.kill();
+    let _ = load.wait();
+    let (half, one) = try_or_fail!(result, "measuring");
+    println!("    CPU used: {half:.2} CPUs at CPULIMIT 50, {one:.2} at CPUS 1");
+    check!((0.4..=0.6).contains(&half), "CPULIMIT 50 gave {half:.2} CPUs");
+    check!((0.8..=1.2).contains(&one), "CPUS 1 gave {one:.2} CPUs");
     Outcome::Pass
 }
