@@ -449,6 +449,23 @@ fn errors_leave_nothing(env: &mut Env) -> Outcome {
     Outcome::Pass
 }
 
+/// Two busy loops in container `ct`: enough to load both CPUs of this machine.
+fn cpu_load(env: &Env, ct: &str) -> std::io::Result<std::process::Child> {
+    env.tally_command()
+        .args([
+            "exec",
+            ct,
+            "--",
+            "sh",
+            "-c",
+            "while :; do :; done & while :; do :; done",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+}
+
 /// Four containers, each loading both CPUs, with CPUUNITS 200/100/100/50: over 20 s each gets
 /// its share of the CPU time they used together (from cgroup CPU accounting), within 3 points.
 fn cpu_fairness(env: &mut Env) -> Outcome {
@@ -459,19 +476,7 @@ fn cpu_fairness(env: &mut Env) -> Outcome {
         try_or_fail!(ok(env, &["create", ct]), "create");
         try_or_fail!(ok(env, &["set", ct, "--cpuunits", &units.to_string(), "--save"]), "set");
         try_or_fail!(ok(env, &["start", ct]), "start");
-        let mut cmd = env.tally_command();
-        cmd.args([
-            "exec",
-            ct,
-            "--",
-            "sh",
-            "-c",
-            "while :; do :; done & while :; do :; done",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-        loads.push(try_or_fail!(cmd.spawn(), "starting a CPU load"));
+        loads.push(try_or_fail!(cpu_load(env, ct), "starting a CPU load"));
     }
     let usage =
         |env: &Env| -> Result<Vec<u64>> { CTS.iter().map(|(ct, _)| Ok(env.cgroup(ct)?.cpu_usage_us()?)).collect() };
@@ -646,19 +651,7 @@ fn cpulimit(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     try_or_fail!(ok(env, &["create", CT]), "create");
     try_or_fail!(ok(env, &["start", CT]), "start");
-    let mut cmd = env.tally_command();
-    cmd.args([
-        "exec",
-        CT,
-        "--",
-        "sh",
-        "-c",
-        "while :; do :; done & while :; do :; done",
-    ])
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
-    let mut load = try_or_fail!(cmd.spawn(), "starting a CPU load");
+    let mut load = try_or_fail!(cpu_load(env, CT), "starting a CPU load");
     let measure = |env: &Env| -> Result<f64> {
         let cg = env.cgroup(CT)?;
         std::thread::sleep(Duration::from_secs(1));
