@@ -383,7 +383,7 @@ fn ns_inodes(proc_dir: &str) -> Result<Vec<u64>> {
 
 /// Copies this binary and the shared libraries it has mapped into the container's root, at
 /// /tally-probe (libraries in /tally-probe/lib, the loader where the binary expects it).
-fn install_into(root: &Path) -> Result<()> {
+pub(crate) fn install_into(root: &Path) -> Result<()> {
     let dir = root.join("tally-probe");
     std::fs::create_dir_all(dir.join("lib"))?;
     std::fs::copy(std::env::current_exe()?, dir.join("tally-itest"))?;

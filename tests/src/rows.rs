@@ -114,6 +114,10 @@ pub fn tests() -> Vec<Test> {
         name: "privvmpages_counts_private_memory_and_guarantees_reach_the_memory_controller",
         run: privvm_and_guarantees,
     });
+    v.push(Test {
+        name: "socket_buffer_rows_count_unread_data_in_a_containers_own_netns",
+        run: socket_buffers,
+    });
     v
 }
 
@@ -424,5 +428,61 @@ fn as_check_says(env: &mut Env) -> Outcome {
         full || looked > 0,
         "the fallback tier should have rows that are not kept"
     );
+    Outcome::Pass
+}
+
+/// The four socket-buffer rows, read by tallyd through sock_diag in the container's own
+/// network namespace: data left unread over the container's loopback and a unix pair shows in
+/// tcpsndbuf/tcprcvbuf, dgramrcvbuf and othersockbuf, and is gone when the workload exits.
+fn socket_buffers(env: &mut Env) -> Outcome {
+    use crate::containers::ok;
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let ct = "211";
+    try_or_fail!(ok(env, &["create", ct, "--ipadd", "10.77.15.2"]), "create");
+    try_or_fail!(ok(env, &["start", ct]), "start");
+    let id = tally::ct::CtId::parse(ct).expect("a valid id");
+    let root = tally::ct::rootfs::Rootfs::new(&env.instance.root, &id).root;
+    try_or_fail!(crate::escape::install_into(&root), "installing the workload binary");
+    let mut cmd = env.tally_command();
+    cmd.args([
+        "exec",
+        ct,
+        "--",
+        "env",
+        "LD_LIBRARY_PATH=/tally-probe/lib",
+        "/tally-probe/tally-itest",
+        "workload",
+        "sockbufs",
+    ]);
+    let mut w = try_or_fail!(Driven::start(cmd), "starting the workload");
+    let sent: serde_json::Value = try_or_fail!(w.read(), "the workload's report");
+    let row = |r| env.ubc_row(ct, r);
+    let tcp_snd = try_or_fail!(row(Resource::TcpSndBuf), "tcpsndbuf");
+    let tcp_rcv = try_or_fail!(row(Resource::TcpRcvBuf), "tcprcvbuf");
+    let other = try_or_fail!(row(Resource::OtherSockBuf), "othersockbuf");
+    let dgram = try_or_fail!(row(Resource::DgramRcvBuf), "dgramrcvbuf");
+    try_or_fail!(w.finish(), "ending the workload");
+    println!(
+        "    wrote {sent}; held: tcpsndbuf {} tcprcvbuf {} othersockbuf {} dgramrcvbuf {}",
+        tcp_snd.held, tcp_rcv.held, other.held, dgram.held
+    );
+    let n = |k: &str| sent[k].as_u64().unwrap_or(u64::MAX);
+    // The kernel charges each buffer's true size, at least the bytes in it.
+    check!(
+        tcp_snd.held + tcp_rcv.held >= n("tcp") && tcp_snd.held > 0 && tcp_rcv.held > 0,
+        "unread TCP data: {tcp_snd:?} {tcp_rcv:?}"
+    );
+    check!(dgram.held >= n("udp"), "unread UDP datagrams: {dgram:?}");
+    check!(other.held >= n("unix"), "unread unix datagrams: {other:?}");
+    for r in [
+        Resource::TcpSndBuf,
+        Resource::TcpRcvBuf,
+        Resource::OtherSockBuf,
+        Resource::DgramRcvBuf,
+    ] {
+        let after = try_or_fail!(env.wait_row(ct, r, "held 0", |r| r.held == 0), "after the workload");
+        check!(after.maxheld > 0, "{r:?}: maxheld forgot the peak: {after:?}");
+    }
+    try_or_fail!(ok(env, &["destroy", ct]), "destroy");
     Outcome::Pass
 }

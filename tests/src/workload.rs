@@ -84,6 +84,7 @@ pub fn main(args: &[String]) -> i32 {
             Ok(secs) => abuse(secs),
             Err(_) => 2,
         },
+        [cmd] if cmd == "sockbufs" => sockbufs(),
         [cmd, name] if cmd == "sendsock" => sendsock(name),
         [cmd, name] if cmd == "recvsock" => recvsock(name),
         _ => {
@@ -239,6 +240,58 @@ fn hold(kind: Kind, n: usize) -> i32 {
     let _ = std::io::stdin().lock().read_line(&mut line);
     drop(held);
     0
+}
+
+/// Leaves data unread in every kind of socket buffer, over loopback and a unix pair: 64 UDP
+/// datagrams of 1000 bytes unread (dgramrcvbuf), a TCP connection written until it blocks with
+/// nothing read (tcpsndbuf and tcprcvbuf), 16 unix datagrams of 1000 bytes unread (charged to
+/// the sender: othersockbuf). Prints what it wrote, waits for a line, closes everything.
+fn sockbufs() -> i32 {
+    let run = || -> std::io::Result<(usize, usize, usize)> {
+        let udp_rx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let udp_tx = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        for _ in 0..64 {
+            udp_tx.send_to(&[7u8; 1000], udp_rx.local_addr()?)?;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (server, _) = listener.accept()?;
+        client.set_nonblocking(true)?;
+        let mut tcp = 0;
+        let chunk = [1u8; 16 * 1024];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // Until the peer's receive window and our send buffer are both full.
+        while std::time::Instant::now() < deadline {
+            match client.write(&chunk) {
+                Ok(n) => tcp += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    if client.write(&chunk).map(|n| tcp += n).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (a, b) = std::os::unix::net::UnixDatagram::pair()?;
+        for _ in 0..16 {
+            a.send(&[3u8; 1000])?;
+        }
+        std::mem::forget((udp_rx, udp_tx, listener, client, server, a, b));
+        Ok((64 * 1000, tcp, 16 * 1000))
+    };
+    match run() {
+        Ok((udp, tcp, unix)) => {
+            println!("{{\"udp\":{udp},\"tcp\":{tcp},\"unix\":{unix}}}");
+            let _ = std::io::stdout().flush();
+            wait_line();
+            0
+        }
+        Err(e) => {
+            eprintln!("sockbufs: {e}");
+            1
+        }
+    }
 }
 
 fn abstract_addr(name: &str) -> nix::sys::socket::UnixAddr {

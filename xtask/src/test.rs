@@ -31,6 +31,9 @@ struct TierResult {
     counts: Counts,
     /// Why the tier did not report, if it did not.
     problem: Option<String>,
+    /// The runner's `test NAME ... FAILED (..): why` lines, repeated in the summary so that
+    /// the end of a long log says what failed and why.
+    failures: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -61,6 +64,9 @@ pub fn run(args: Args) -> Result<()> {
                 r.label, c.passed, c.failed, c.skipped
             ),
             Some(p) => println!("{:<34} FAILED: {p}", r.label),
+        }
+        for f in &r.failures {
+            println!("    {f}");
         }
         total.passed += c.passed;
         total.failed += c.failed + u64::from(r.problem.is_some());
@@ -105,10 +111,16 @@ fn unit_tier() -> Result<TierResult> {
         }
     }
     let problem = (!out.status.success() && counts.failed == 0).then(|| format!("cargo test exited {}", out.status));
+    let failures = text
+        .lines()
+        .filter(|l| l.starts_with("test ") && l.ends_with(" FAILED"))
+        .map(str::to_string)
+        .collect();
     Ok(TierResult {
         label: "unit".into(),
         counts,
         problem,
+        failures,
     })
 }
 
@@ -121,6 +133,7 @@ fn host_tier(bins: &Path, filter: &str) -> Result<TierResult> {
             label,
             counts: Counts::default(),
             problem: Some("the host tier needs root".into()),
+            failures: Vec::new(),
         });
     }
     let mut cmd = Command::new(bins.join("tally-itest"));
@@ -180,6 +193,7 @@ fn vm_tier(bins: &Path, filter: &str) -> Result<Vec<TierResult>> {
                 label: format!("vm {}", kernel.name),
                 counts: Counts::default(),
                 problem: Some(format!("boot failed: {e:#}")),
+                failures: Vec::new(),
             }),
         }
     }
@@ -199,16 +213,23 @@ fn parse_run(label: String, text: &str) -> TierResult {
             skipped: nums[2],
         })
     });
+    let failures = text
+        .lines()
+        .filter(|l| l.starts_with("test ") && l.contains(" ... FAILED"))
+        .map(str::to_string)
+        .collect();
     match counts {
         Some(counts) => TierResult {
             label,
             counts,
             problem: None,
+            failures,
         },
         None => TierResult {
             label,
             counts: Counts::default(),
             problem: Some("the run reported no result line".into()),
+            failures,
         },
     }
 }

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fs, path::PathBuf};
 
 use tally_common::{Limit, Limits, RESOURCE_COUNT};
 
-use super::{config::ConfigError, CtConfig, CtId};
+use super::{config::ConfigError, sampled, CtConfig, CtId};
 use crate::{
     cgroup::{CgroupError, ContainerCgroup, Controller, Layout},
     kernel::{maps::BeancounterMaps, programs::PinLayout, KernelError, Tier},
@@ -137,6 +137,9 @@ pub struct Host {
     pub tier: Tier,
     pub(super) layout: Layout,
     pub(super) maps: BeancounterMaps,
+    /// Peaks of the rows sampled when read (no program keeps their maxheld), per cgroup id.
+    /// Kept by this tallyd: a restarted one starts them again from what it sees.
+    sampled_peaks: std::sync::Mutex<std::collections::HashMap<u64, [u64; RESOURCE_COUNT]>>,
 }
 
 impl Host {
@@ -151,6 +154,7 @@ impl Host {
             tier,
             layout,
             maps,
+            sampled_peaks: Default::default(),
         })
     }
 
@@ -379,10 +383,27 @@ impl Host {
         if cgroup.has_memory() {
             memory_rows(&mut rows, &cgroup.memory_usage()?);
         }
-        let privvm = &mut rows[Resource::PrivVmPages.index()];
-        privvm.held = private_vm_pages(&cgroup.pids()?);
-        privvm.maxheld = privvm.maxheld.max(privvm.held);
+        let pids = cgroup.pids()?;
+        let buffers = sampled::socket_buffers(&pids);
+        for (r, held) in [
+            (Resource::PrivVmPages, sampled::private_vm_pages(&pids)),
+            (Resource::TcpSndBuf, buffers.tcp_send),
+            (Resource::TcpRcvBuf, buffers.tcp_receive),
+            (Resource::OtherSockBuf, buffers.other_send),
+            (Resource::DgramRcvBuf, buffers.datagram_receive),
+        ] {
+            let mut peaks = self.sampled_peaks.lock().unwrap_or_else(|p| p.into_inner());
+            let peak = &mut peaks.entry(cgid).or_insert([0; RESOURCE_COUNT])[r.index()];
+            *peak = (*peak).max(held);
+            let row = &mut rows[r.index()];
+            row.held = held;
+            row.maxheld = row.maxheld.max(*peak);
+        }
         Ok(rows)
+    }
+
+    pub(super) fn forget_sampled_peaks(&self, cgid: u64) {
+        self.sampled_peaks.lock().unwrap_or_else(|p| p.into_inner()).remove(&cgid);
     }
 
     /// Moves process `pid` into the container (it is charged there from now on). Refused when
@@ -457,26 +478,4 @@ fn memory_rows(rows: &mut [Beancounter; RESOURCE_COUNT], m: &crate::cgroup::Memo
     if let Some(locked) = stat("unevictable") {
         set(Resource::LockedPages, locked / page, None, None);
     }
-}
-
-/// privvmpages, as the kernel accounts private memory per process: private writable mappings
-/// (VmData) and stacks (VmStk) of every process in the container, in pages. Sampled when read;
-/// not refused (vm_enough_memory, the hook that could, is closed to BPF on these kernels).
-fn private_vm_pages(pids: &[u32]) -> u64 {
-    let kib: u64 = pids
-        .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .map(|status| {
-            status
-                .lines()
-                .filter_map(|l| {
-                    let (key, rest) = l.split_once(':')?;
-                    matches!(key, "VmData" | "VmStk")
-                        .then(|| rest.split_whitespace().next()?.parse::<u64>().ok())
-                        .flatten()
-                })
-                .sum::<u64>()
-        })
-        .sum();
-    kib * 1024 / page_size()
 }

@@ -394,6 +394,7 @@ impl Host {
             let cgid = cgroup.id()?;
             cgroup.destroy()?;
             self.maps.unregister(cgid)?;
+            self.forget_sampled_peaks(cgid);
         }
         let _ = net::remove(&self.instance.name, ct);
         self.rootfs(ct).destroy()?;

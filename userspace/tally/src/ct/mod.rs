@@ -9,6 +9,7 @@ pub mod launch;
 mod lifecycle;
 pub mod net;
 pub mod rootfs;
+pub mod sampled;
 pub mod template;
 
 pub use config::{ConfigError, CpuConfig, CtConfig};

@@ -278,6 +278,13 @@ fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
             "private writable memory and stacks of the container's processes (VmData + VmStk), sampled when \
              read; not refused: vm_enough_memory is closed to BPF",
         ),
+        (TcpSndBuf | TcpRcvBuf | OtherSockBuf | DgramRcvBuf, _) => (
+            "accounted",
+            "the kernel's own per-socket memory (sock_diag meminfo) summed over the sockets the container's \
+             processes hold, sampled when read: TCP send queues, TCP receive queues, other sockets' sent data \
+             (unix data queued at the peer), other sockets' receive queues; not refused (TCP and UDP buffers \
+             are charged to the memory controller, whose limit bounds them)",
+        ),
         _ => ("not yet", "not implemented yet: shows held 0 and unlimited"),
     }
 }

@@ -1,0 +1,249 @@
+//! Rows sampled from the container's processes when they are read, because no hook can
+//! count them as they change: privvmpages from each process's private memory, and the four
+//! socket-buffer rows from the kernel's own per-socket memory figures (sock_diag), summed over
+//! the sockets the container's processes hold.
+//!
+//! The socket-buffer rows, as OpenVZ split them:
+//! - tcpsndbuf: TCP send queues (`sk_wmem_queued`);
+//! - tcprcvbuf: TCP receive queues (`sk_rmem_alloc`);
+//! - othersockbuf: what other sockets have sent and not yet had freed (`sk_wmem_alloc`: UDP
+//!   datagrams in flight, unix data queued at the peer, which the kernel charges to the sender);
+//! - dgramrcvbuf: other sockets' receive queues (`sk_rmem_alloc`: unread UDP datagrams).
+//!
+//! Sockets are found through the processes' descriptors (`socket:[INODE]`) and looked up in
+//! each network namespace those processes are in, so a container that shares the host's
+//! namespace is counted as well as one with its own.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::{
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN},
+    inet::{nlas::Nla as InetNla, ExtensionFlags, InetRequest, SocketId, StateFlags},
+    unix::{nlas::Nla as UnixNla, ShowFlags, StateFlags as UnixStateFlags, UnixRequest},
+    SockDiagMessage,
+};
+use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
+
+use crate::ubc::page_size;
+
+/// The four socket-buffer rows, in bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBuffers {
+    pub tcp_send: u64,
+    pub tcp_receive: u64,
+    pub other_send: u64,
+    pub datagram_receive: u64,
+}
+
+/// privvmpages, as the kernel accounts private memory per process: private writable mappings
+/// (VmData) and stacks (VmStk) of every process in the container, in pages. Not refused
+/// (vm_enough_memory, the hook that could, is closed to BPF on these kernels).
+pub fn private_vm_pages(pids: &[u32]) -> u64 {
+    let kib: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    let (key, rest) = l.split_once(':')?;
+                    matches!(key, "VmData" | "VmStk")
+                        .then(|| rest.split_whitespace().next()?.parse::<u64>().ok())
+                        .flatten()
+                })
+                .sum::<u64>()
+        })
+        .sum();
+    kib * 1024 / page_size()
+}
+
+/// The socket buffers of the sockets `pids` hold. Processes that exit while this runs, and
+/// namespaces that cannot be entered, are left out rather than failing the whole read.
+pub fn socket_buffers(pids: &[u32]) -> SocketBuffers {
+    // Socket inodes per network namespace (keyed by the namespace's inode), with one pid
+    // whose /proc/PID/ns/net leads into it.
+    let mut by_netns: HashMap<u64, (u32, HashSet<u32>)> = HashMap::new();
+    for &pid in pids {
+        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let inodes: HashSet<u32> = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter_map(|target| socket_inode(&target.to_string_lossy()))
+            .collect();
+        if !inodes.is_empty() {
+            by_netns.entry(ns.ino()).or_insert_with(|| (pid, HashSet::new())).1.extend(inodes);
+        }
+    }
+    let own_netns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
+    let mut total = SocketBuffers::default();
+    for (ns, (pid, inodes)) in by_netns {
+        let sum = if Some(ns) == own_netns {
+            sum_in_current_netns(&inodes)
+        } else {
+            // setns moves only the calling thread: a thread of its own enters the namespace.
+            std::thread::spawn(move || -> std::io::Result<SocketBuffers> {
+                let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                sum_in_current_netns(&inodes)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("sock_diag thread panicked")))
+        };
+        match sum {
+            Ok(s) => {
+                total.tcp_send += s.tcp_send;
+                total.tcp_receive += s.tcp_receive;
+                total.other_send += s.other_send;
+                total.datagram_receive += s.datagram_receive;
+            }
+            Err(e) => log::debug!("socket buffers in netns {ns} (pid {pid}): {e}"),
+        }
+    }
+    total
+}
+
+/// "socket:[12345]" → 12345.
+fn socket_inode(link: &str) -> Option<u32> {
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Sums the buffers of the sockets in `inodes` that this thread's network namespace has.
+fn sum_in_current_netns(inodes: &HashSet<u32>) -> std::io::Result<SocketBuffers> {
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut sum = SocketBuffers::default();
+    for family in [AF_INET, AF_INET6] {
+        for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+            let request = SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol,
+                extensions: ExtensionFlags::SKMEMINFO,
+                states: StateFlags::all(),
+                socket_id: if family == AF_INET {
+                    SocketId::new_v4()
+                } else {
+                    SocketId::new_v6()
+                },
+            });
+            dump(&socket, request, |msg| {
+                let SockDiagMessage::InetResponse(r) = msg else {
+                    return;
+                };
+                if !inodes.contains(&r.header.inode) {
+                    return;
+                }
+                for nla in &r.nlas {
+                    if let InetNla::MemInfo(m) = nla {
+                        if protocol == IPPROTO_TCP {
+                            sum.tcp_send += u64::from(m.send_queue);
+                            sum.tcp_receive += u64::from(m.receive_queue);
+                        } else {
+                            sum.other_send += u64::from(m.bottom_send_queues);
+                            sum.datagram_receive += u64::from(m.receive_queue);
+                        }
+                    }
+                }
+            })?;
+        }
+    }
+    let request = SockDiagMessage::UnixRequest(UnixRequest {
+        state_flags: UnixStateFlags::all(),
+        inode: 0,
+        // UNIX_DIAG_RQLEN's second figure is the sender's sk_wmem_alloc, which is what unix
+        // data queued at the peer is charged to (this crate's UNIX_DIAG_MEMINFO leaves that
+        // slot out).
+        show_flags: ShowFlags::RQLEN,
+        cookie: [0xff; 8],
+    });
+    dump(&socket, request, |msg| {
+        let SockDiagMessage::UnixResponse(r) = msg else {
+            return;
+        };
+        // A listener's figures are its backlog, not memory.
+        if !inodes.contains(&r.header.inode) || r.header.state == TCP_LISTEN {
+            return;
+        }
+        for nla in &r.nlas {
+            if let UnixNla::ReceiveQueueLength(_, write_queue) = nla {
+                sum.other_send += u64::from(*write_queue);
+            }
+        }
+    })?;
+    Ok(sum)
+}
+
+/// Sends one dump request and hands each answer to `each` until the kernel says done.
+fn dump(socket: &Socket, request: SockDiagMessage, mut each: impl FnMut(SockDiagMessage)) -> std::io::Result<()> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut packet = NetlinkMessage::new(header, request.into());
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut receive = vec![0u8; 64 * 1024];
+    loop {
+        let size = socket.recv(&mut &mut receive[..], 0)?;
+        let mut offset = 0;
+        while offset < size {
+            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&receive[offset..size])
+                .map_err(|e| std::io::Error::other(format!("sock_diag answer: {e}")))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(m) => each(m),
+                NetlinkPayload::Done(_) => return Ok(()),
+                NetlinkPayload::Error(e) => {
+                    return Err(e.code.map_or_else(
+                        || std::io::Error::other("sock_diag error"),
+                        |c| std::io::Error::from_raw_os_error(-c.get()),
+                    ))
+                }
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            offset += len;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_links_give_their_inode() {
+        assert_eq!(socket_inode("socket:[4242]"), Some(4242));
+        assert_eq!(socket_inode("pipe:[4242]"), None);
+        assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    /// Real sockets of this process, in its own namespace: unread UDP datagrams show as
+    /// dgramrcvbuf, unread TCP data over loopback as tcprcvbuf.
+    #[test]
+    fn unread_data_shows_in_the_rows() {
+        use std::io::Write;
+        let udp_rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..8 {
+            udp_tx.send_to(&[7u8; 1000], udp_rx.local_addr().unwrap()).unwrap();
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        client.write_all(&[1u8; 20_000]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let b = socket_buffers(&[std::process::id()]);
+        assert!(b.datagram_receive >= 8000, "{b:?}");
+        assert!(b.tcp_receive >= 20_000, "{b:?}");
+    }
+}
