@@ -118,6 +118,10 @@ pub fn tests() -> Vec<Test> {
         name: "socket_buffer_rows_count_unread_data_in_a_containers_own_netns",
         run: socket_buffers,
     });
+    v.push(Test {
+        name: "numiptent_counts_the_netfilter_rules_of_a_containers_own_netns",
+        run: netfilter_entries,
+    });
     v
 }
 
@@ -483,6 +487,73 @@ fn socket_buffers(env: &mut Env) -> Outcome {
         let after = try_or_fail!(env.wait_row(ct, r, "held 0", |r| r.held == 0), "after the workload");
         check!(after.maxheld > 0, "{r:?}: maxheld forgot the peak: {after:?}");
     }
+    try_or_fail!(ok(env, &["destroy", ct]), "destroy");
+    Outcome::Pass
+}
+
+/// numiptent: nftables rules made in the container's network namespace are counted there and
+/// only there, and leave with their table.
+fn netfilter_entries(env: &mut Env) -> Outcome {
+    use crate::containers::ok;
+    use std::os::unix::process::CommandExt;
+    let Some(nft) = ["/usr/sbin/nft", "/sbin/nft"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
+        return Outcome::Skip("nft is not installed (cargo xtask setup installs nftables)".into());
+    };
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let ct = "213";
+    try_or_fail!(ok(env, &["create", ct, "--ipadd", "10.77.15.3"]), "create");
+    try_or_fail!(ok(env, &["start", ct]), "start");
+    let pid = try_or_fail!(
+        env.cgroup(ct)
+            .and_then(|c| Ok(c.pids()?))
+            .and_then(|p| p.first().copied().ok_or_else(|| anyhow::anyhow!("no process"))),
+        "the container's init"
+    );
+    let nft_in_container = |script: String| -> Result<()> {
+        let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        let mut cmd = std::process::Command::new(nft);
+        cmd.args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: setns(2) only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn()?;
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    };
+    let idle = try_or_fail!(env.ubc_row(ct, Resource::NumIptEnt), "numiptent");
+    let again = try_or_fail!(env.ubc_row(ct, Resource::NumIptEnt), "numiptent");
+    let mut script = String::from(
+        "add table inet tally_itest\nadd chain inet tally_itest input { type filter hook input priority 0; }\n",
+    );
+    for port in 1..=5 {
+        script.push_str(&format!("add rule inet tally_itest input tcp dport {port} drop\n"));
+    }
+    try_or_fail!(nft_in_container(script), "adding 5 rules in the container's netns");
+    let with = try_or_fail!(env.ubc_row(ct, Resource::NumIptEnt), "numiptent");
+    try_or_fail!(
+        nft_in_container("delete table inet tally_itest\n".into()),
+        "deleting the table"
+    );
+    let after = try_or_fail!(
+        env.wait_row(ct, Resource::NumIptEnt, "back to idle", |r| r.held == idle.held),
+        "after the table went"
+    );
+    println!("    numiptent idle {}, with 5 rules {}, after {}", idle.held, with.held, after.held);
+    check!(idle == again, "reading twice changed the row: {idle:?} {again:?}");
+    check!(with.held == idle.held + 5, "5 rules: {with:?} (idle {})", idle.held);
+    check!(after.maxheld >= idle.held + 5, "maxheld forgot the peak: {after:?}");
     try_or_fail!(ok(env, &["destroy", ct]), "destroy");
     Outcome::Pass
 }

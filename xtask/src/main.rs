@@ -91,9 +91,11 @@ pub fn boot_with_tally(
         files: ["tally-itest", "tally", "tallyd"]
             .iter()
             .map(|b| (bins.join(b), format!("/tally/bin/{b}")))
+            // nft (from nftables, which setup installs): the numiptent test makes rules with it.
+            .chain([(std::path::PathBuf::from("/usr/sbin/nft"), "/usr/sbin/nft".to_string())])
             .collect(),
         // Containers need these; Debian's cloud kernels build them as modules.
-        modules: ["veth", "overlay"].iter().map(|m| m.to_string()).collect(),
+        modules: ["veth", "overlay", "nf_tables"].iter().map(|m| m.to_string()).collect(),
         // TALLY_ITEST_EMULATED: timing-based checks know the CPUs are emulated.
         command: format!("cd /tmp; export PATH=/tally/bin:$PATH TALLY_ITEST_EMULATED=1; {command}"),
     };

@@ -391,6 +391,7 @@ impl Host {
             (Resource::TcpRcvBuf, buffers.tcp_receive),
             (Resource::OtherSockBuf, buffers.other_send),
             (Resource::DgramRcvBuf, buffers.datagram_receive),
+            (Resource::NumIptEnt, sampled::netfilter_entries(&pids)),
         ] {
             let mut peaks = self.sampled_peaks.lock().unwrap_or_else(|p| p.into_inner());
             let peak = &mut peaks.entry(cgid).or_insert([0; RESOURCE_COUNT])[r.index()];

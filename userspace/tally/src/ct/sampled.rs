@@ -13,6 +13,11 @@
 //! Sockets are found through the processes' descriptors (`socket:[INODE]`) and looked up in
 //! each network namespace those processes are in, so a container that shares the host's
 //! namespace is counted as well as one with its own.
+//!
+//! numiptent: the netfilter entries of the container's own network namespaces (never the
+//! host's, which a container without a namespace of its own only shares): nftables rules,
+//! counted through an nfnetlink dump, plus the entries of each legacy iptables table
+//! (`IPT_SO_GET_INFO`'s count, built-in policies included, as OpenVZ charged whole tables).
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -104,6 +109,145 @@ pub fn socket_buffers(pids: &[u32]) -> SocketBuffers {
                 total.datagram_receive += s.datagram_receive;
             }
             Err(e) => log::debug!("socket buffers in netns {ns} (pid {pid}): {e}"),
+        }
+    }
+    total
+}
+
+/// Netfilter entries in the network namespaces of `pids` other than tallyd's own.
+pub fn netfilter_entries(pids: &[u32]) -> u64 {
+    let own_netns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for &pid in pids {
+        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if Some(ns.ino()) == own_netns || !seen.insert(ns.ino()) {
+            continue;
+        }
+        let count = std::thread::spawn(move || -> std::io::Result<u64> {
+            let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            Ok(nftables_rules()? + legacy_iptables_entries())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("netfilter thread panicked")));
+        match count {
+            Ok(n) => total += n,
+            Err(e) => log::debug!("netfilter entries in netns {} (pid {pid}): {e}", ns.ino()),
+        }
+    }
+    total
+}
+
+/// nftables rules in this thread's network namespace: the answers to one NFT_MSG_GETRULE dump
+/// over every family. No table (or no nf_tables at all) is zero rules.
+fn nftables_rules() -> std::io::Result<u64> {
+    const NETLINK_NETFILTER: isize = 12;
+    const NFNL_SUBSYS_NFTABLES: u16 = 10;
+    const NFT_MSG_NEWRULE: u16 = 6;
+    const NFT_MSG_GETRULE: u16 = 7;
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    let mut socket = Socket::new(NETLINK_NETFILTER)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    // nlmsghdr (len, type, flags, seq, pid) + nfgenmsg (family AF_UNSPEC, version 0, res_id 0).
+    let mut request = Vec::with_capacity(20);
+    request.extend_from_slice(&20u32.to_ne_bytes());
+    request.extend_from_slice(&(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETRULE).to_ne_bytes());
+    request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[0, 0, 0, 0]);
+    socket.send(&request, 0)?;
+    let mut rules = 0;
+    let mut receive = vec![0u8; 64 * 1024];
+    loop {
+        let size = socket.recv(&mut &mut receive[..], 0)?;
+        let mut offset = 0;
+        while offset + 16 <= size {
+            let field = |at: usize, n: usize| &receive[offset + at..offset + at + n];
+            let len = u32::from_ne_bytes(field(0, 4).try_into().expect("4 bytes")) as usize;
+            let kind = u16::from_ne_bytes(field(4, 2).try_into().expect("2 bytes"));
+            match kind {
+                NLMSG_DONE => return Ok(rules),
+                NLMSG_ERROR => {
+                    let errno = i32::from_ne_bytes(field(16, 4).try_into().expect("4 bytes"));
+                    // No nf_tables in this kernel, or nothing to dump: no rules.
+                    return match -errno {
+                        0 => Ok(rules),
+                        libc::EPROTONOSUPPORT | libc::ENOENT | libc::EAFNOSUPPORT => Ok(0),
+                        e => Err(std::io::Error::from_raw_os_error(e)),
+                    };
+                }
+                k if k == (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE) => rules += 1,
+                _ => {}
+            }
+            if len < 16 {
+                break;
+            }
+            offset += (len + 3) & !3;
+        }
+    }
+}
+
+/// The entries of each legacy iptables table (IPv4 and IPv6) in this thread's network
+/// namespace; tables that are not loaded there count nothing.
+fn legacy_iptables_entries() -> u64 {
+    // struct ipt_getinfo / ip6t_getinfo: name[32], valid_hooks, hook_entry[5], underflow[5],
+    // num_entries, size.
+    #[repr(C)]
+    struct GetInfo {
+        name: [u8; 32],
+        valid_hooks: u32,
+        hook_entry: [u32; 5],
+        underflow: [u32; 5],
+        num_entries: u32,
+        size: u32,
+    }
+    const SO_GET_INFO: libc::c_int = 64; // IPT_SO_GET_INFO and IP6T_SO_GET_INFO
+    let mut total = 0;
+    for (names, family, level) in [
+        ("/proc/thread-self/net/ip_tables_names", libc::AF_INET, libc::IPPROTO_IP),
+        ("/proc/thread-self/net/ip6_tables_names", libc::AF_INET6, libc::IPPROTO_IPV6),
+    ] {
+        let Ok(tables) = std::fs::read_to_string(names) else {
+            continue;
+        };
+        // SAFETY: socket(2) with constant arguments; the fd is owned at once.
+        let fd = unsafe { libc::socket(family, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: fd is a fresh socket nothing else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        for table in tables.split_whitespace().filter(|t| t.len() < 32) {
+            let mut info = GetInfo {
+                name: [0; 32],
+                valid_hooks: 0,
+                hook_entry: [0; 5],
+                underflow: [0; 5],
+                num_entries: 0,
+                size: 0,
+            };
+            info.name[..table.len()].copy_from_slice(table.as_bytes());
+            let mut len = std::mem::size_of::<GetInfo>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `info`, a GetInfo that lives
+            // across the call; fd is open.
+            let r = unsafe {
+                libc::getsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    level,
+                    SO_GET_INFO,
+                    (&mut info as *mut GetInfo).cast(),
+                    &mut len,
+                )
+            };
+            if r == 0 {
+                total += u64::from(info.num_entries);
+            }
         }
     }
     total

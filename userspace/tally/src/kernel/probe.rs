@@ -285,6 +285,11 @@ fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
              (unix data queued at the peer), other sockets' receive queues; not refused (TCP and UDP buffers \
              are charged to the memory controller, whose limit bounds them)",
         ),
+        (NumIptEnt, _) => (
+            "accounted",
+            "the container's own network namespace, read when asked: its nftables rules (nfnetlink dump) plus \
+             the entries of its legacy iptables tables, policies included; not refused",
+        ),
         _ => ("not yet", "not implemented yet: shows held 0 and unlimited"),
     }
 }
