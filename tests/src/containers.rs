@@ -52,6 +52,10 @@ pub fn tests() -> Vec<Test> {
             run: import_openvz,
         },
         Test {
+            name: "template_import_makes_a_template_from_a_tarball",
+            run: template_import,
+        },
+        Test {
             name: "enter_gives_a_shell_on_the_containers_own_pty",
             run: enter_shell,
         },
@@ -534,6 +538,80 @@ HOSTNAME="ct801.example.com"
 IP_ADDRESS="10.77.15.2"
 NAMESERVER="192.0.2.53"
 "#;
+
+/// The template directory's entries (templates and their metadata).
+fn templates_state(env: &Env) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(env.instance.root.join("template"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `tally template import`: a gzipped tarball of a root tree (here: the busybox template
+/// plus a marker file) becomes a template containers start from; bad names, missing files
+/// and a name taken are refused with their exit codes and leave the store as it was.
+fn template_import(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(ok(env, &["template", "list"]), "template list (makes busybox)");
+    let busybox = env.instance.root.join("template/busybox");
+    let archive = env.instance.root.join("tally-itest-rootfs.tar.gz");
+    let build = || -> Result<()> {
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        tar.follow_symlinks(false);
+        tar.append_dir_all(".", &busybox)?;
+        let marker = b"imported\n";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(marker.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, "etc/tally-import-marker", &marker[..])?;
+        tar.into_inner()?.finish()?;
+        Ok(())
+    };
+    try_or_fail!(build(), "making the archive");
+    let path = archive.display().to_string();
+    let before = templates_state(env);
+    for (args, code, what) in [
+        (vec!["template", "import", "../x", path.as_str()], 21, "a name with a path in it"),
+        (vec!["template", "import", "imp", "/nonexistent/tally.tar"], 21, "a missing archive"),
+        (vec!["template", "import", "busybox", path.as_str()], 44, "the built-in name"),
+    ] {
+        let out = try_or_fail!(env.tally(&args), "template import");
+        check!(
+            out.status.code() == Some(code),
+            "{what}: exit {:?} (want {code}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        check!(templates_state(env) == before, "{what} changed the template store");
+    }
+    try_or_fail!(ok(env, &["template", "import", "imp", &path]), "template import");
+    let list = try_or_fail!(ok(env, &["template", "list"]), "template list");
+    check!(
+        list.lines().any(|l| l.starts_with("imp ") && l.contains("SIGUSR2")),
+        "imported template listed with busybox init's halt signal: {list}"
+    );
+    let out = try_or_fail!(env.tally(&["template", "import", "imp", &path]), "import again");
+    check!(out.status.code() == Some(44), "a taken name: exit {:?}", out.status.code());
+    try_or_fail!(
+        ok(env, &["create", "811", "--ostemplate", "imp", "--ipadd", "10.77.16.2"]),
+        "create from the imported template"
+    );
+    try_or_fail!(ok(env, &["start", "811"]), "start");
+    let marker = try_or_fail!(ok(env, &["exec", "811", "--", "cat", "/etc/tally-import-marker"]), "exec");
+    check!(marker.trim() == "imported", "the marker file in the container: {marker:?}");
+    try_or_fail!(ok(env, &["destroy", "811"]), "destroy");
+    Outcome::Pass
+}
 
 fn import_openvz(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");

@@ -396,6 +396,7 @@ fn as_check_says(env: &mut Env) -> Outcome {
         ("numflock", "flocks"),
         ("numpty", "ptys"),
         ("numothersock", "unixsocks"),
+        ("numsiginfo", "siginfos"),
     ];
     let mut looked = 0;
     for (row, kind) in kinds {

@@ -169,6 +169,9 @@ enum Kind {
     TcpSocks,
     UdpSocks,
     UnixSocks,
+    /// Real-time signals queued to itself while blocked: each one a siginfo the kernel keeps
+    /// until the signal is taken or the process exits.
+    SigInfos,
 }
 
 impl Kind {
@@ -180,12 +183,29 @@ impl Kind {
             "tcpsocks" => Kind::TcpSocks,
             "udpsocks" => Kind::UdpSocks,
             "unixsocks" => Kind::UnixSocks,
+            "siginfos" => Kind::SigInfos,
             _ => return None,
         })
     }
 
-    /// Makes one object; its fd, or the errno that refused it.
-    fn make(self, i: usize) -> Result<std::os::fd::OwnedFd, Errno> {
+    /// The real-time signal `siginfos` queues (blocked first, so that it stays queued).
+    fn rt_signal() -> i32 {
+        libc::SIGRTMIN() + 1
+    }
+
+    /// Makes one object; its fd (None for objects without one), or the errno that refused it.
+    fn make(self, i: usize) -> Result<Option<std::os::fd::OwnedFd>, Errno> {
+        if let Kind::SigInfos = self {
+            let value = libc::sigval {
+                sival_ptr: std::ptr::null_mut(),
+            };
+            // SAFETY: sigqueue(3) to this process with a plain value.
+            return Errno::result(unsafe { libc::sigqueue(libc::getpid(), Kind::rt_signal(), value) }).map(|_| None);
+        }
+        self.make_fd(i).map(Some)
+    }
+
+    fn make_fd(self, i: usize) -> Result<std::os::fd::OwnedFd, Errno> {
         use nix::{
             fcntl::{open, OFlag},
             sys::{
@@ -214,11 +234,22 @@ impl Kind {
             Kind::TcpSocks => socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None),
             Kind::UdpSocks => socket(AddressFamily::Inet, SockType::Datagram, SockFlag::empty(), None),
             Kind::UnixSocks => socket(AddressFamily::Unix, SockType::Datagram, SockFlag::empty(), None),
+            Kind::SigInfos => Err(Errno::EINVAL),
         }
     }
 }
 
 fn hold(kind: Kind, n: usize) -> i32 {
+    if let Kind::SigInfos = kind {
+        // SAFETY: a zeroed sigset_t is a valid value for sigemptyset to initialise; then one
+        // signal is blocked in this single-threaded process.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, Kind::rt_signal());
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+    }
     let mut held = Vec::new();
     let (mut refused, mut errno, mut mixed) = (0, 0, false);
     for i in 0..n {
@@ -441,7 +472,7 @@ fn random(ops: usize, seed: u64) -> i32 {
                 let _ = waitpid(child, None);
             }
             2 | 3 if files.len() < 60 => {
-                if let Ok(fd) = Kind::Files.make(i) {
+                if let Ok(fd) = Kind::Files.make_fd(i) {
                     files.push(fd);
                 }
             }
@@ -454,13 +485,13 @@ fn random(ops: usize, seed: u64) -> i32 {
             }
             6 | 7 if socks.len() < 40 => {
                 let kind = [Kind::TcpSocks, Kind::UdpSocks, Kind::UnixSocks][rng.below(3)];
-                if let Ok(fd) = kind.make(i) {
+                if let Ok(fd) = kind.make_fd(i) {
                     socks.push(fd);
                 }
             }
             8 => take(&mut socks, &mut rng),
             9 if locked.len() < 20 => {
-                if let Ok(fd) = Kind::Flocks.make(i) {
+                if let Ok(fd) = Kind::Flocks.make_fd(i) {
                     locked.push((fd, true));
                 }
             }
@@ -483,7 +514,7 @@ fn random(ops: usize, seed: u64) -> i32 {
                 locked.swap_remove(k);
             }
             12 if ptys.len() < 8 => {
-                if let Ok(fd) = Kind::Ptys.make(i) {
+                if let Ok(fd) = Kind::Ptys.make_fd(i) {
                     ptys.push(fd);
                 }
             }
@@ -518,7 +549,7 @@ fn spin(secs: u64) -> i32 {
 fn flood(kind: Kind, cap: usize) -> Vec<std::os::fd::OwnedFd> {
     let (mut held, mut refused) = (Vec::new(), 0);
     for i in 0..cap {
-        match kind.make(i) {
+        match kind.make_fd(i) {
             Ok(fd) => held.push(fd),
             Err(_) => refused += 1,
         }

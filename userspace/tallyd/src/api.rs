@@ -63,7 +63,7 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
         .route("/v1/containers/{ctid}/mount", post(on_ct(|h, ct| h.mount(ct))))
         .route("/v1/containers/{ctid}/umount", post(on_ct(|h, ct| h.umount(ct))))
         .route("/v1/containers/{ctid}/limits", put(set_limits))
-        .route("/v1/templates", get(templates))
+        .route("/v1/templates", get(templates).post(import_template))
         .route("/v1/containers/{ctid}/attach", post(attach))
         .route("/v1/events", get(recent_events))
         .fallback(|| async { failure(ExitCode::BadArgument, "no such API route") })
@@ -114,7 +114,9 @@ impl From<HostError> for Failure {
             HostError::BadHostname(_) | HostError::BadAddress(_) => ExitCode::BadValue,
             HostError::NoSample(..) => ExitCode::BadValue,
             HostError::AddressInUse { .. } => ExitCode::AddressInUse,
-            HostError::Template(TemplateError::NotFound(_) | TemplateError::BadName(_)) => ExitCode::NoTemplate,
+            HostError::Template(TemplateError::NotFound(_)) => ExitCode::NoTemplate,
+            HostError::Template(TemplateError::BadName(_) | TemplateError::Import { .. }) => ExitCode::BadValue,
+            HostError::Template(TemplateError::Exists(_)) => ExitCode::Exists,
             HostError::Launch(_) => ExitCode::StartFailed,
             _ => ExitCode::SystemError,
         };
@@ -230,6 +232,22 @@ async fn stop(
 
 async fn templates(State(AppState { host, .. }): State<AppState>) -> Result<Json<Vec<TemplateInfo>>, Failure> {
     with_host(host, |h| Ok(h.templates().list()?)).await.map(Json)
+}
+
+async fn import_template(
+    State(AppState { host, .. }): State<AppState>,
+    json: Result<Json<tally::api::ImportTemplate>, JsonRejection>,
+) -> Result<Json<TemplateInfo>, Failure> {
+    let req = body(json)?;
+    if !req.archive.is_absolute() {
+        return Err(failure(ExitCode::BadValue, "the archive path must be absolute"));
+    }
+    with_host(host, move |h| {
+        Ok(h.templates()
+            .import(&req.name, &req.archive, req.halt_signal.as_deref())?)
+    })
+    .await
+    .map(Json)
 }
 
 async fn attach(

@@ -1,4 +1,4 @@
-//! `tally template list`
+//! `tally template list`, `tally template import NAME FILE`
 
 use tally::api::{Client, TemplateInfo};
 
@@ -11,6 +11,15 @@ pub enum Args {
         /// JSON instead of a table.
         #[arg(short, long)]
         json: bool,
+    },
+    /// Make a template from a root-tree archive (tar, .tar.gz or .tar.zst), e.g. one exported
+    /// from an OpenVZ template cache or `docker export`.
+    Import {
+        name: String,
+        file: std::path::PathBuf,
+        /// The signal that powers the template's init off (default: guessed from /sbin/init).
+        #[arg(long)]
+        halt_signal: Option<String>,
     },
 }
 
@@ -26,6 +35,22 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
                     println!("{:<20} {:<12} {}", t.name, t.halt_signal, t.rootfs.display());
                 }
             }
+            Ok(0)
+        }
+        Args::Import { name, file, halt_signal } => {
+            let archive = std::path::absolute(&file)
+                .map_err(|e| Failure::new(crate::ExitCode::BadArgument, format!("{}: {e}", file.display())))?;
+            let t: TemplateInfo = client
+                .post(
+                    "/v1/templates",
+                    &tally::api::ImportTemplate {
+                        name,
+                        archive,
+                        halt_signal,
+                    },
+                )
+                .await?;
+            println!("Template {} imported at {} (halt: {})", t.name, t.rootfs.display(), t.halt_signal);
             Ok(0)
         }
     }

@@ -43,6 +43,18 @@ pub struct SetLimits {
     pub save: bool,
 }
 
+/// Body of `POST /v1/templates`: a template made from a root-tree archive on the host.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportTemplate {
+    pub name: String,
+    /// Absolute path of a tar archive (plain, gzip or zstd) that tallyd reads.
+    pub archive: std::path::PathBuf,
+    /// The signal that powers the template's init off; guessed from /sbin/init if absent.
+    #[serde(default)]
+    pub halt_signal: Option<String>,
+}
+
 /// Body of `POST /v1/containers/{ctid}/stop`.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

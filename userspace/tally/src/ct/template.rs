@@ -27,6 +27,10 @@ pub enum TemplateError {
     BadName(String),
     #[error("cannot make the busybox template: {0}")]
     Busybox(String),
+    #[error("OS template '{0}' exists already")]
+    Exists(String),
+    #[error("cannot import {path}: {why}")]
+    Import { path: PathBuf, why: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -116,6 +120,79 @@ impl Templates {
         names.iter().filter_map(|n| self.get(n).ok().map(Ok)).collect()
     }
 
+    /// Makes template `name` from a root-tree archive (tar, gzip or zstd compressed, told
+    /// apart by their magic bytes), unpacked in a temporary directory and renamed into place,
+    /// the metadata last. Entries that would land outside the tree (`..`, absolute links
+    /// followed) are refused by the unpacker. `halt_signal`: how the template's init is asked
+    /// to power off; when not given, SIGRTMIN+4 for systemd, SIGUSR2 for busybox init, else
+    /// SIGTERM.
+    pub fn import(&self, name: &str, archive: &Path, halt_signal: Option<&str>) -> Result<TemplateInfo, TemplateError> {
+        Self::check_name(name)?;
+        if self.meta_path(name).exists() || self.rootfs(name).exists() || name == DEFAULT {
+            return Err(TemplateError::Exists(name.to_string()));
+        }
+        if let Some(sig) = halt_signal {
+            super::parse_signal(sig).ok_or_else(|| TemplateError::Import {
+                path: archive.to_path_buf(),
+                why: format!("bad halt signal '{sig}'"),
+            })?;
+        }
+        let import_err = |why: String| TemplateError::Import {
+            path: archive.to_path_buf(),
+            why,
+        };
+        let mut file = fs::File::open(archive).map_err(|e| import_err(e.to_string()))?;
+        let mut magic = [0u8; 4];
+        let n = std::io::Read::read(&mut file, &mut magic).map_err(|e| import_err(e.to_string()))?;
+        std::io::Seek::rewind(&mut file).map_err(|e| import_err(e.to_string()))?;
+        let reader: Box<dyn std::io::Read> = match &magic[..n] {
+            [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(file)),
+            [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| import_err(e.to_string()))?),
+            _ => Box::new(file),
+        };
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let result = (|| {
+            fs::create_dir(&tmp).map_err(io(&tmp))?;
+            let mut tar = tar::Archive::new(reader);
+            tar.set_preserve_permissions(true);
+            tar.set_preserve_ownerships(true);
+            tar.set_unpack_xattrs(true);
+            tar.unpack(&tmp).map_err(|e| {
+                // The unpacker's error names the entry; its source says what went wrong.
+                let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                import_err(format!("{e}{cause}"))
+            })?;
+            if !tmp.join("bin").exists() && !tmp.join("usr/bin").exists() {
+                return Err(import_err("no bin/ or usr/bin/ in it: not a root tree".into()));
+            }
+            let halt = match halt_signal {
+                Some(s) => s.to_string(),
+                None => guess_halt_signal(&tmp).to_string(),
+            };
+            let target = self.rootfs(name);
+            fs::rename(&tmp, &target).map_err(io(&target))?;
+            let conf = CtConfig {
+                values: [
+                    ("DISTRIBUTION".to_string(), name.to_string()),
+                    ("HALT_SIGNAL".to_string(), halt),
+                ]
+                .into(),
+            };
+            let meta = self.meta_path(name);
+            conf.save(&meta).map_err(|e| {
+                let _ = fs::remove_dir_all(&target);
+                import_err(format!("saving {}: {e}", meta.display()))
+            })
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        self.get(name)
+    }
+
     /// Builds the busybox tree in a temporary directory and renames it into place, so a
     /// half-made template is never used; the metadata file is written last.
     fn make_busybox(&self) -> Result<(), TemplateError> {
@@ -147,6 +224,19 @@ impl Templates {
             let _ = fs::remove_dir_all(&tmp);
         }
         result
+    }
+}
+
+/// How an imported tree's init is asked to power off, by what /sbin/init is.
+fn guess_halt_signal(root: &Path) -> &'static str {
+    let init = fs::read_link(root.join("sbin/init")).unwrap_or_default();
+    let init = init.to_string_lossy();
+    if init.contains("systemd") || root.join("lib/systemd/systemd").exists() && !root.join("sbin/init").exists() {
+        "SIGRTMIN+4"
+    } else if init.ends_with("busybox") {
+        "SIGUSR2"
+    } else {
+        "SIGTERM"
     }
 }
 

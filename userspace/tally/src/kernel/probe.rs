@@ -251,6 +251,11 @@ fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
             "inet sockets only: cgroup/sock_create refuses (the kernel returns EPERM), cgroup/sock_release \
              uncharges; unix and accepted sockets are not counted",
         ),
+        (NumSigInfo, _) => (
+            "not kept",
+            "no hook sees a siginfo freed: __sigqueue_free is inlined on Debian's 6.1 and 6.12 kernels (not in \
+             their BTF), and counting only the allocations would never give back; shows held 0",
+        ),
         (NumFile | NumFlock | NumPty, Tier::Fallback) => ("not kept", NEEDS_LSM),
         (PhysPages, _) => (
             "enforced",
