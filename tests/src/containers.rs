@@ -581,7 +581,7 @@ fn template_import(env: &mut Env) -> Outcome {
     let path = archive.display().to_string();
     let before = templates_state(env);
     for (args, code, what) in [
-        (vec!["template", "import", "../x", path.as_str()], 21, "a name with a path in it"),
+        (vec!["template", "import", "../x", path.as_str()], 47, "a name with a path in it"),
         (vec!["template", "import", "imp", "/nonexistent/tally.tar"], 21, "a missing archive"),
         (vec!["template", "import", "busybox", path.as_str()], 44, "the built-in name"),
     ] {
