@@ -361,9 +361,35 @@ impl Host {
         })
     }
 
-    /// The container's rows: counters from BPF, barrier/limit from the limits map, and on
-    /// the fallback tier numproc's failcnt from the pids controller (which is what refuses).
+    /// The container's rows: what `kept_rows` has, and the rows sampled from its processes.
     fn beancounters(&self, cgroup: &ContainerCgroup, cgid: u64) -> Result<[Beancounter; RESOURCE_COUNT], HostError> {
+        let mut rows = self.kept_rows(cgroup, cgid)?;
+        let pids = cgroup.pids()?;
+        let buffers = sampled::socket_buffers(&pids);
+        let sampled = [
+            (Resource::PrivVmPages, sampled::private_vm_pages(&pids)),
+            (Resource::TcpSndBuf, buffers.tcp_send),
+            (Resource::TcpRcvBuf, buffers.tcp_receive),
+            (Resource::OtherSockBuf, buffers.other_send),
+            (Resource::DgramRcvBuf, buffers.datagram_receive),
+            (Resource::NumIptEnt, sampled::netfilter_entries(&pids)),
+        ];
+        let mut peaks = self.sampled_peaks.lock().unwrap_or_else(|p| p.into_inner());
+        let peaks = peaks.entry(cgid).or_insert([0; RESOURCE_COUNT]);
+        for (r, held) in sampled {
+            let peak = &mut peaks[r.index()];
+            *peak = (*peak).max(held);
+            let row = &mut rows[r.index()];
+            row.held = held;
+            row.maxheld = row.maxheld.max(*peak);
+        }
+        Ok(rows)
+    }
+
+    /// The rows kept as they change: counters from BPF, barrier/limit from the limits map, the
+    /// memory rows from the memory controller, and on the fallback tier numproc's failcnt from
+    /// the pids controller (which is what refuses).
+    fn kept_rows(&self, cgroup: &ContainerCgroup, cgid: u64) -> Result<[Beancounter; RESOURCE_COUNT], HostError> {
         let counters = self.maps.counters(cgid)?.unwrap_or_default();
         let limits = self.maps.limits(cgid)?.unwrap_or_default();
         let mut rows = [Beancounter::default(); RESOURCE_COUNT];
@@ -383,23 +409,6 @@ impl Host {
         if cgroup.has_memory() {
             memory_rows(&mut rows, &cgroup.memory_usage()?);
         }
-        let pids = cgroup.pids()?;
-        let buffers = sampled::socket_buffers(&pids);
-        for (r, held) in [
-            (Resource::PrivVmPages, sampled::private_vm_pages(&pids)),
-            (Resource::TcpSndBuf, buffers.tcp_send),
-            (Resource::TcpRcvBuf, buffers.tcp_receive),
-            (Resource::OtherSockBuf, buffers.other_send),
-            (Resource::DgramRcvBuf, buffers.datagram_receive),
-            (Resource::NumIptEnt, sampled::netfilter_entries(&pids)),
-        ] {
-            let mut peaks = self.sampled_peaks.lock().unwrap_or_else(|p| p.into_inner());
-            let peak = &mut peaks.entry(cgid).or_insert([0; RESOURCE_COUNT])[r.index()];
-            *peak = (*peak).max(held);
-            let row = &mut rows[r.index()];
-            row.held = held;
-            row.maxheld = row.maxheld.max(*peak);
-        }
         Ok(rows)
     }
 
@@ -415,7 +424,7 @@ impl Host {
             return Err(HostError::NoSuchContainer(ct.clone()));
         }
         let cgroup = self.cgroup(ct)?;
-        let numproc = self.beancounters(&cgroup, cgroup.id()?)?[Resource::NumProc.index()];
+        let numproc = self.kept_rows(&cgroup, cgroup.id()?)?[Resource::NumProc.index()];
         // The fallback tier's held leaves out zombies; the pids controller, which enforces
         // there, still counts them.
         let held = match self.tier {

@@ -92,14 +92,7 @@ pub fn socket_buffers(pids: &[u32]) -> SocketBuffers {
         let sum = if Some(ns) == own_netns {
             sum_in_current_netns(&inodes)
         } else {
-            // setns moves only the calling thread: a thread of its own enters the namespace.
-            std::thread::spawn(move || -> std::io::Result<SocketBuffers> {
-                let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                sum_in_current_netns(&inodes)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("sock_diag thread panicked")))
+            in_netns_of(pid, move || sum_in_current_netns(&inodes))
         };
         match sum {
             Ok(s) => {
@@ -126,14 +119,7 @@ pub fn netfilter_entries(pids: &[u32]) -> u64 {
         if Some(ns.ino()) == own_netns || !seen.insert(ns.ino()) {
             continue;
         }
-        let count = std::thread::spawn(move || -> std::io::Result<u64> {
-            let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-            Ok(nftables_rules()? + legacy_iptables_entries())
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("netfilter thread panicked")));
-        match count {
+        match in_netns_of(pid, || Ok(nftables_rules()? + legacy_iptables_entries())) {
             Ok(n) => total += n,
             Err(e) => log::debug!("netfilter entries in netns {} (pid {pid}): {e}", ns.ino()),
         }
@@ -251,6 +237,21 @@ fn legacy_iptables_entries() -> u64 {
         }
     }
     total
+}
+
+/// Runs `f` in the network namespace of `pid`, on a thread of its own (setns moves only the
+/// calling thread, and tallyd's own threads stay where they are).
+fn in_netns_of<T: Send + 'static>(
+    pid: u32,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("netns thread panicked")))
 }
 
 /// "socket:[12345]" → 12345.
