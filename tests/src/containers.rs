@@ -56,6 +56,10 @@ pub fn tests() -> Vec<Test> {
             run: template_import,
         },
         Test {
+            name: "debian_12_template_from_debootstrap_runs_its_sshd_for_the_host",
+            run: debian_service,
+        },
+        Test {
             name: "enter_gives_a_shell_on_the_containers_own_pty",
             run: enter_shell,
         },
@@ -87,29 +91,31 @@ fn status(env: &Env, ct: &str) -> Result<String> {
 /// Fetches `path` from `addr:port` over HTTP/1.0, after checking the host routes `addr`
 /// through container `ct`'s veth (and so nowhere else).
 fn http_get(env: &Env, ct: &str, addr: Ipv4Addr, port: u16, path: &str) -> Result<String> {
+    // httpd was just started in the background: give it a moment to listen.
+    let mut s = connect(env, ct, addr, port, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// A TCP connection to `addr:port`, retried for up to `wait` while the service comes up,
+/// after checking the host routes `addr` through container `ct`'s veth (and so nowhere else).
+fn connect(env: &Env, ct: &str, addr: Ipv4Addr, port: u16, wait: Duration) -> Result<TcpStream> {
     let veth = net::host_interface(&env.instance.name, &CtId::parse(ct)?);
     let via = net::route_interface(addr)?;
     if via.as_deref() != Some(veth.as_str()) {
         bail!("refusing to send: the host routes {addr} via {via:?}, not the container's {veth}");
     }
-    let mut last = None;
-    // httpd was just started in the background: give it a moment to listen.
-    for _ in 0..50 {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
         match TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(2)) {
-            Ok(mut s) => {
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-                let mut body = String::new();
-                s.read_to_string(&mut body)?;
-                return Ok(body);
-            }
-            Err(e) => last = Some(e),
+            Ok(s) => return Ok(s),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    Err(last
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("no connection")))
 }
 
 fn lifecycle(env: &mut Env) -> Outcome {
@@ -751,5 +757,87 @@ fn cpulimit(env: &mut Env) -> Outcome {
     println!("    CPU used: {half:.2} CPUs at CPULIMIT 50, {one:.2} at CPUS 1");
     check!((0.4..=0.6).contains(&half), "CPULIMIT 50 gave {half:.2} CPUs");
     check!((0.8..=1.2).contains(&one), "CPUS 1 gave {one:.2} CPUs");
+    Outcome::Pass
+}
+
+/// `tally template create debian-12` (debootstrap, offline from the packages `cargo xtask
+/// setup` downloaded), a container from it whose own init (sysvinit) starts Debian's OpenSSH
+/// server, reachable from the host on the container's address; `stop` powers it off through
+/// the template's halt signal.
+fn debian_service(env: &mut Env) -> Outcome {
+    const CT: &str = "112";
+    let Some(debs) = std::env::var_os("TALLY_ITEST_DEBIAN_DEBS").map(std::path::PathBuf::from).filter(|p| p.is_file()) else {
+        return Outcome::Elsewhere(
+            "needs debian-12's packages (TALLY_ITEST_DEBIAN_DEBS: cargo xtask setup downloads them; the host tier runs this)".into(),
+        );
+    };
+    let addr = Ipv4Addr::new(10, 77, 12, 2);
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let before = templates_state(env);
+    let bad = try_or_fail!(env.tally(&["template", "create", "debian-99"]), "template create");
+    check!(
+        bad.status.code() == Some(47) && templates_state(env) == before,
+        "an unknown distribution: exit {:?} ({}), templates {before:?} -> {:?}",
+        bad.status.code(),
+        String::from_utf8_lossy(&bad.stderr).trim(),
+        templates_state(env)
+    );
+    let debs = debs.display().to_string();
+    try_or_fail!(ok(env, &["template", "create", "debian-12", "--debs", &debs]), "template create debian-12");
+    let list = try_or_fail!(ok(env, &["template", "list"]), "template list");
+    check!(
+        list.lines().any(|l| l.split_whitespace().take(2).eq(["debian-12", "SIGPWR"])),
+        "template list: {list}"
+    );
+    let again = try_or_fail!(env.tally(&["template", "create", "debian-12", "--debs", &debs]), "template create");
+    check!(again.status.code() == Some(44), "a second debian-12: exit {:?}", again.status.code());
+
+    try_or_fail!(
+        ok(env, &["create", CT, "--ostemplate", "debian-12", "--hostname", "deb1", "--ipadd", &addr.to_string()]),
+        "create"
+    );
+    try_or_fail!(ok(env, &["start", CT, "--wait"]), "start");
+    let version = try_or_fail!(ok(env, &["exec", CT, "--", "cat", "/etc/debian_version"]), "exec");
+    check!(version.starts_with("12."), "/etc/debian_version: {version:?}");
+    let init = try_or_fail!(ok(env, &["exec", CT, "--", "readlink", "/proc/1/exe"]), "exec");
+    check!(init.trim() == "/usr/sbin/init" || init.trim() == "/sbin/init", "PID 1 runs {init:?}");
+    // Debian's own init scripts start sshd (runlevel 2); it greets whoever connects.
+    let banner = (|| -> Result<String> {
+        let mut s = connect(env, CT, addr, 22, Duration::from_secs(90))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&mut s), &mut line)?;
+        Ok(line)
+    })();
+    let banner = try_or_fail!(banner, "connecting to sshd from the host");
+    check!(
+        banner.starts_with("SSH-2.0-OpenSSH_") && banner.contains("Debian"),
+        "sshd's banner: {banner:?}"
+    );
+    let ps = try_or_fail!(ok(env, &["exec", CT, "--", "ps", "-e", "-o", "comm="]), "ps");
+    check!(ps.lines().any(|l| l.trim() == "sshd"), "no sshd among {ps}");
+    // Its host keys are its own: made at its first boot, in its private area, not shared
+    // through the template.
+    let key = "etc/ssh/ssh_host_ed25519_key";
+    let private = Rootfs::new(&env.instance.root, &CtId::parse(CT).unwrap()).private;
+    check!(
+        !env.instance.root.join("template/debian-12").join(key).exists() && private.join("upper").join(key).is_file(),
+        "ssh host keys: in the template {}, in the container's private area {}",
+        env.instance.root.join("template/debian-12").join(key).exists(),
+        private.join("upper").join(key).exists()
+    );
+
+    // stop asks sysvinit to power off (SIGPWR -> runlevel 0 -> halt), well before the
+    // timeout after which it would kill.
+    let started = std::time::Instant::now();
+    try_or_fail!(ok(env, &["stop", CT]), "stop");
+    let took = started.elapsed();
+    let s = try_or_fail!(status(env, CT), "status");
+    check!(s == format!("CTID {CT} exist unmounted down"), "after stop: {s}");
+    check!(
+        took < tally::ct::STOP_TIMEOUT,
+        "stop took {took:?}: the init did not power off on its halt signal"
+    );
+    try_or_fail!(ok(env, &["destroy", CT]), "destroy");
     Outcome::Pass
 }

@@ -9,6 +9,9 @@ pub enum Outcome {
     Pass,
     Fail(String),
     Skip(String),
+    /// What the test shows is shown in another tier (which has what it needs): reported as a
+    /// skip, but not turned into a failure where every test must run.
+    Elsewhere(String),
 }
 
 pub type TestFn = fn(&mut Env) -> Outcome;
@@ -64,6 +67,7 @@ pub fn run(tests: Vec<Test>, filter: &str) -> i32 {
             Outcome::Skip(why) if std::env::var_os("TALLY_ITEST_NO_SKIP").is_some_and(|v| !v.is_empty()) => {
                 Outcome::Fail(format!("skipped where every test must run: {why}"))
             }
+            Outcome::Elsewhere(why) => Outcome::Skip(why),
             other => other,
         };
         let secs = start.elapsed().as_secs_f32();
@@ -76,7 +80,7 @@ pub fn run(tests: Vec<Test>, filter: &str) -> i32 {
                 failed += 1;
                 println!("test {} ... FAILED ({secs:.1}s): {m}", t.name);
             }
-            Outcome::Skip(why) => {
+            Outcome::Skip(why) | Outcome::Elsewhere(why) => {
                 skipped += 1;
                 println!("test {} ... skipped: {why}", t.name);
             }

@@ -8,13 +8,14 @@ use anyhow::{bail, Context, Result};
 use crate::{root, run_cmd, vm};
 
 /// Debian packages the tests, the demo and the VM tier need.
-const APT_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "iproute2", "xz-utils", "zstd", "nftables"];
+const APT_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "iproute2", "xz-utils", "zstd", "nftables", "debootstrap", "runc", "crun"];
 const BPF_LINKER_VERSION: &str = "0.10.3";
 
 pub fn run() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     apt_packages()?;
+    debian_debs()?;
     let kernels = vm::ensure_kernels(&root().join("target/tally-vm"))?;
     for k in &kernels {
         check_kernel_config(k)?;
@@ -99,5 +100,47 @@ fn check_kernel_config(k: &vm::Kernel) -> Result<()> {
             bail!("{} lacks {option}: it cannot run tally's full tier", k.name);
         }
     }
+    Ok(())
+}
+
+/// Where setup keeps debian-12's packages for `tally template create debian-12 --debs`: the
+/// tests make that template offline from it.
+pub fn debian_debs_path() -> std::path::PathBuf {
+    root().join("target/tally-templates/debian-12-debs.tgz")
+}
+
+/// Downloads debian-12's minbase plus tally's package list (the one file tally's own
+/// debootstrap reads) as a `debootstrap --make-tarball` tarball, once.
+fn debian_debs() -> Result<()> {
+    let out = debian_debs_path();
+    if out.is_file() {
+        return Ok(());
+    }
+    let list = root().join("userspace/tally/src/ct/debian-packages.txt");
+    let packages: Vec<String> = std::fs::read_to_string(&list)
+        .with_context(|| format!("reading {}", list.display()))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    let dir = out.parent().expect("has a parent");
+    let work = dir.join(".debootstrap-work");
+    let tmp = dir.join("debian-12-debs.tgz.tmp");
+    std::fs::create_dir_all(dir)?;
+    let _ = std::fs::remove_dir_all(&work);
+    println!("setup: debootstrap --make-tarball for debian-12 (about 50 MB)");
+    run_cmd(
+        Command::new("debootstrap")
+            .arg("--variant=minbase")
+            .arg(format!("--include={}", packages.join(",")))
+            .arg(format!("--make-tarball={}", tmp.display()))
+            .args(["bookworm"])
+            .arg(&work)
+            .arg("http://deb.debian.org/debian"),
+    )
+    .context("downloading debian-12's packages (deb.debian.org, as apt does)")?;
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::rename(&tmp, &out)?;
     Ok(())
 }

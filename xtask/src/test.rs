@@ -137,7 +137,8 @@ fn host_tier(bins: &Path, filter: &str) -> Result<TierResult> {
         });
     }
     let mut cmd = Command::new(bins.join("tally-itest"));
-    cmd.arg(filter);
+    cmd.arg(filter)
+        .env("TALLY_ITEST_DEBIAN_DEBS", crate::setup::debian_debs_path());
     if let Some(e) = expect::for_release(&release) {
         cmd.env("TALLY_EXPECT_TIER", e.tier);
         if let Some(r) = e.reason {

@@ -64,6 +64,7 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
         .route("/v1/containers/{ctid}/umount", post(on_ct(|h, ct| h.umount(ct))))
         .route("/v1/containers/{ctid}/limits", put(set_limits))
         .route("/v1/templates", get(templates).post(import_template))
+        .route("/v1/templates/create", post(create_template))
         .route("/v1/containers/{ctid}/attach", post(attach))
         .route("/v1/events", get(recent_events))
         .fallback(|| async { failure(ExitCode::BadArgument, "no such API route") })
@@ -114,7 +115,9 @@ impl From<HostError> for Failure {
             HostError::BadHostname(_) | HostError::BadAddress(_) => ExitCode::BadValue,
             HostError::NoSample(..) => ExitCode::BadValue,
             HostError::AddressInUse { .. } => ExitCode::AddressInUse,
-            HostError::Template(TemplateError::NotFound(_) | TemplateError::BadName(_)) => ExitCode::NoTemplate,
+            HostError::Template(
+                TemplateError::NotFound(_) | TemplateError::BadName(_) | TemplateError::UnknownDistribution(_),
+            ) => ExitCode::NoTemplate,
             HostError::Template(TemplateError::Import { .. }) => ExitCode::BadValue,
             HostError::Template(TemplateError::Exists(_)) => ExitCode::Exists,
             HostError::Launch(_) => ExitCode::StartFailed,
@@ -248,6 +251,24 @@ async fn import_template(
     })
     .await
     .map(Json)
+}
+
+/// Runs debootstrap without holding the host: it takes minutes, and containers keep being
+/// served meanwhile.
+async fn create_template(
+    State(AppState { host, .. }): State<AppState>,
+    json: Result<Json<tally::api::CreateTemplate>, JsonRejection>,
+) -> Result<Json<TemplateInfo>, Failure> {
+    let req = body(json)?;
+    if req.debs.as_ref().is_some_and(|d| !d.is_absolute()) {
+        return Err(failure(ExitCode::BadValue, "the debs tarball path must be absolute"));
+    }
+    let templates = with_host(host, |h| Ok(h.templates())).await?;
+    tokio::task::spawn_blocking(move || templates.create(&req.dist, req.mirror.as_deref(), req.debs.as_deref()))
+        .await
+        .map_err(|e| failure(ExitCode::SystemError, e))?
+        .map(Json)
+        .map_err(|e| Failure::from(HostError::Template(e)))
 }
 
 async fn attach(

@@ -1,4 +1,4 @@
-//! `tally template list`, `tally template import NAME FILE`
+//! `tally template list`, `tally template import NAME FILE`, `tally template create DIST`
 
 use tally::api::{Client, TemplateInfo};
 
@@ -20,6 +20,18 @@ pub enum Args {
         /// The signal that powers the template's init off (default: guessed from /sbin/init).
         #[arg(long)]
         halt_signal: Option<String>,
+    },
+    /// Make a distribution template with debootstrap (debian-11, debian-12, debian-13): a
+    /// minimal system with sysvinit and OpenSSH. Takes minutes.
+    Create {
+        dist: String,
+        /// The Debian mirror to install from.
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Install offline from a `debootstrap --make-tarball` tarball (`cargo xtask setup`
+        /// makes one for debian-12).
+        #[arg(long)]
+        debs: Option<std::path::PathBuf>,
     },
 }
 
@@ -51,6 +63,17 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
                 )
                 .await?;
             println!("Template {} imported at {} (halt: {})", t.name, t.rootfs.display(), t.halt_signal);
+            Ok(0)
+        }
+        Args::Create { dist, mirror, debs } => {
+            let debs = debs
+                .map(|d| std::path::absolute(&d).map_err(|e| Failure::new(crate::ExitCode::BadArgument, format!("{}: {e}", d.display()))))
+                .transpose()?;
+            eprintln!("Running debootstrap for {dist} (this takes minutes)...");
+            let t: TemplateInfo = client
+                .post("/v1/templates/create", &tally::api::CreateTemplate { dist, mirror, debs })
+                .await?;
+            println!("Template {} created at {} (halt: {})", t.name, t.rootfs.display(), t.halt_signal);
             Ok(0)
         }
     }

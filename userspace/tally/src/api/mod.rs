@@ -15,6 +15,8 @@
 //! - `POST   /v1/containers/{ctid}/attach`   `Attach` -> `{}` (moves a process in)
 //! - `DELETE /v1/containers/{ctid}`          -> `{}` (stops it first)
 //! - `GET    /v1/templates`                  -> `[TemplateInfo]`
+//! - `POST   /v1/templates`                  `ImportTemplate` -> `TemplateInfo`
+//! - `POST   /v1/templates/create`           `CreateTemplate` -> `TemplateInfo` (debootstrap)
 //! - `GET    /v1/events?after=ID`            -> `[EventView]` (limit-hit events newer than ID)
 
 mod client;
@@ -53,6 +55,20 @@ pub struct ImportTemplate {
     /// The signal that powers the template's init off; guessed from /sbin/init if absent.
     #[serde(default)]
     pub halt_signal: Option<String>,
+}
+
+/// Body of `POST /v1/templates/create`: a distribution template made with debootstrap.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplate {
+    /// debian-11, debian-12 or debian-13; also the template's name.
+    pub dist: String,
+    /// The Debian mirror (default http://deb.debian.org/debian).
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// Absolute path of a `debootstrap --make-tarball` tarball to install from, offline.
+    #[serde(default)]
+    pub debs: Option<std::path::PathBuf>,
 }
 
 /// Body of `POST /v1/containers/{ctid}/stop`.

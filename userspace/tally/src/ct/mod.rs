@@ -3,6 +3,7 @@
 //! lifecycle on the host (cgroups, beancounter registration, limits applied per tier).
 
 mod config;
+pub mod debootstrap;
 mod host;
 mod id;
 pub mod launch;

@@ -29,6 +29,10 @@ pub enum TemplateError {
     Busybox(String),
     #[error("OS template '{0}' exists already")]
     Exists(String),
+    #[error("unknown distribution '{0}': tally template create knows debian-11, debian-12, debian-13")]
+    UnknownDistribution(String),
+    #[error("cannot make template {name}: {why}")]
+    Build { name: String, why: String },
     #[error("cannot import {path}: {why}")]
     Import { path: PathBuf, why: String },
     #[error("{path}: {source}")]
@@ -150,16 +154,12 @@ impl Templates {
             [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| import_err(e.to_string()))?),
             _ => Box::new(file),
         };
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        let result = (|| {
-            fs::create_dir(&tmp).map_err(io(&tmp))?;
+        self.install(name, halt_signal, |tmp| {
             let mut tar = tar::Archive::new(reader);
             tar.set_preserve_permissions(true);
             tar.set_preserve_ownerships(true);
             tar.set_unpack_xattrs(true);
-            tar.unpack(&tmp).map_err(|e| {
+            tar.unpack(tmp).map_err(|e| {
                 // The unpacker's error names the entry; its source says what went wrong.
                 let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
                 import_err(format!("{e}{cause}"))
@@ -167,11 +167,52 @@ impl Templates {
             if !tmp.join("bin").exists() && !tmp.join("usr/bin").exists() {
                 return Err(import_err("no bin/ or usr/bin/ in it: not a root tree".into()));
             }
+            Ok(())
+        })
+    }
+
+    /// Makes template `dist` (debian-11, debian-12, debian-13) with debootstrap from `mirror`,
+    /// or offline from `debs`, a tarball of `debootstrap --make-tarball` (see
+    /// [`debootstrap`](super::debootstrap)).
+    pub fn create(&self, dist: &str, mirror: Option<&str>, debs: Option<&Path>) -> Result<TemplateInfo, TemplateError> {
+        Self::check_name(dist)?;
+        let suite = super::debootstrap::suite(dist).ok_or_else(|| TemplateError::UnknownDistribution(dist.to_string()))?;
+        if self.meta_path(dist).exists() || self.rootfs(dist).exists() {
+            return Err(TemplateError::Exists(dist.to_string()));
+        }
+        let mirror = mirror.unwrap_or(super::debootstrap::DEFAULT_MIRROR);
+        self.install(dist, Some(super::debootstrap::HALT_SIGNAL), |tmp| {
+            // debootstrap makes the directory itself.
+            fs::remove_dir(tmp).map_err(io(tmp))?;
+            super::debootstrap::build(suite, tmp, mirror, debs).map_err(|why| TemplateError::Build {
+                name: dist.to_string(),
+                why,
+            })
+        })
+    }
+
+    /// Builds template `name` with `fill` in a temporary directory, renames it into place and
+    /// writes the metadata last, so a half-made template is never listed or used.
+    fn install(
+        &self,
+        name: &str,
+        halt_signal: Option<&str>,
+        fill: impl FnOnce(&Path) -> Result<(), TemplateError>,
+    ) -> Result<TemplateInfo, TemplateError> {
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        // Unique per build: two builds of one name race to the rename, and one loses cleanly.
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let target = self.rootfs(name);
+        let result = (|| {
+            fs::create_dir(&tmp).map_err(io(&tmp))?;
+            fill(&tmp)?;
             let halt = match halt_signal {
                 Some(s) => s.to_string(),
                 None => guess_halt_signal(&tmp).to_string(),
             };
-            let target = self.rootfs(name);
             fs::rename(&tmp, &target).map_err(io(&target))?;
             let conf = CtConfig {
                 values: [
@@ -183,7 +224,10 @@ impl Templates {
             let meta = self.meta_path(name);
             conf.save(&meta).map_err(|e| {
                 let _ = fs::remove_dir_all(&target);
-                import_err(format!("saving {}: {e}", meta.display()))
+                TemplateError::Io {
+                    path: meta.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }
             })
         })();
         if let Err(e) = result {
@@ -202,28 +246,10 @@ impl Templates {
                 "{HOST_BUSYBOX} is missing (install busybox-static: cargo xtask setup)"
             )));
         }
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let tmp = self.dir.join(format!(".{DEFAULT}.tmp-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        let result = build_busybox_tree(busybox, &tmp).and_then(|()| {
-            let target = self.rootfs(DEFAULT);
-            let _ = fs::remove_dir_all(&target);
-            fs::rename(&tmp, &target).map_err(io(&target))?;
-            let meta = self.meta_path(DEFAULT);
-            let conf = CtConfig {
-                values: [
-                    ("DISTRIBUTION".to_string(), "busybox".to_string()),
-                    ("HALT_SIGNAL".to_string(), "SIGUSR2".to_string()),
-                ]
-                .into(),
-            };
-            conf.save(&meta)
-                .map_err(|e| TemplateError::Busybox(format!("saving {}: {e}", meta.display())))
-        });
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&tmp);
-        }
-        result
+        // A tree without its metadata is a leftover of an interrupted build.
+        let _ = fs::remove_dir_all(self.rootfs(DEFAULT));
+        self.install(DEFAULT, Some("SIGUSR2"), |tmp| build_busybox_tree(busybox, tmp))
+            .map(drop)
     }
 }
 
