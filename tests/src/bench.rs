@@ -34,8 +34,10 @@ pub fn main(args: &[String]) -> i32 {
     match args {
         [what, rest @ ..] if what == "hooks" => run(LOOPS, rest),
         [what, rest @ ..] if what == "fork" => run(&LOOPS[..1], rest),
+        [what, rest @ ..] if what == "start" => crate::bench_start::main(rest),
+        [what, rest @ ..] if what == "density" => crate::bench_density::main(rest),
         _ => {
-            eprintln!("usage: tally-itest bench hooks|fork [ROUNDS] [OPS_PER_ROUND]");
+            eprintln!("usage: tally-itest bench hooks|fork [ROUNDS] [OPS_PER_ROUND] | start [RUNS] | density [N]");
             2
         }
     }
@@ -148,7 +150,7 @@ fn op_loop(env: &Env, kind: &str, n: u64) -> Result<u128> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();

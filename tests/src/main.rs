@@ -6,9 +6,12 @@
 //! Usage: tally-itest [FILTER]            run the tests whose name contains FILTER
 //!        tally-itest workload ARGS...    (internal) a workload run inside a container
 //!        tally-itest bench fork           the fork benchmark (cargo xtask bench fork)
+//!        tally-itest bench start|density  tally against runc/crun; N containers at once
 
 mod abuse;
 mod bench;
+mod bench_density;
+mod bench_start;
 mod containers;
 mod drive;
 mod env;

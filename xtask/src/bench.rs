@@ -1,6 +1,8 @@
 //! `cargo xtask bench NAME`: benchmarks that report ratios against a baseline taken in the
 //! same run, on the host (its tier) and in a Debian 6.12 VM (full tier). `hooks`: fork/exit,
 //! open/close, socket/close, flock/unlock and 4 KiB read loops; `fork`: the first of them.
+//! Host only: `start` (create+start, exec and stop against runc and crun) and `density` (N
+//! containers with an httpd each: memory per container, tallyd's RSS).
 
 use anyhow::{bail, Result};
 
@@ -8,7 +10,8 @@ use crate::{boot_with_tally, build_binaries, root, run_cmd, setup, vm};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which benchmark: hooks (fork, open, socket, flock and read loops) or fork (fork only).
+    /// Which benchmark: hooks (fork, open, socket, flock and read loops), fork (fork only),
+    /// start (tally against runc and crun, host only) or density (N containers, host only).
     name: String,
     /// Rounds per state (with and without programs).
     #[arg(long, default_value_t = 20)]
@@ -16,14 +19,29 @@ pub struct Args {
     /// Operations per loop and round.
     #[arg(long, default_value_t = 2000)]
     ops: u32,
+    /// start: runs per runtime (the median is taken over them).
+    #[arg(long, default_value_t = 30)]
+    runs: u32,
+    /// density: how many containers.
+    #[arg(long, default_value_t = 200)]
+    n: u32,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if !["hooks", "fork"].contains(&args.name.as_str()) {
-        bail!("unknown benchmark '{}'; available: hooks, fork", args.name);
+    if !["hooks", "fork", "start", "density"].contains(&args.name.as_str()) {
+        bail!("unknown benchmark '{}'; available: hooks, fork, start, density", args.name);
     }
     setup::run()?;
     let bins = build_binaries()?;
+    let host_only = match args.name.as_str() {
+        "start" => Some(args.runs.to_string()),
+        "density" => Some(args.n.to_string()),
+        _ => None,
+    };
+    if let Some(count) = host_only {
+        println!("== host (debug build)");
+        return run_cmd(std::process::Command::new(bins.join("tally-itest")).args(["bench", &args.name, &count]));
+    }
     let (rounds, forks) = (args.rounds.to_string(), args.ops.to_string());
     println!("== host");
     run_cmd(std::process::Command::new(bins.join("tally-itest")).args(["bench", &args.name, &rounds, &forks]))?;
