@@ -264,7 +264,8 @@ impl Env {
         }
         for ct in &ctids {
             Rootfs::new(&self.instance.root, ct).umount()?;
-            net::remove(&self.instance.name, ct)?;
+            let config = tally::ct::CtConfig::load(&self.instance.config_path(ct)).ok();
+            net::remove(&self.instance.name, ct, config.as_ref().and_then(tally::ct::bridge_of))?;
         }
         programs::unpin_all(&self.instance.pins())?;
         remove_dir_all(&self.instance.root)?;

@@ -386,7 +386,8 @@ fn ns_inodes(proc_dir: &str) -> Result<Vec<u64>> {
 pub(crate) fn install_into(root: &Path) -> Result<()> {
     let dir = root.join("tally-probe");
     std::fs::create_dir_all(dir.join("lib"))?;
-    std::fs::copy(std::env::current_exe()?, dir.join("tally-itest"))?;
+    // The running image itself: the file on disk may have been rebuilt (or removed) meanwhile.
+    std::fs::copy("/proc/self/exe", dir.join("tally-itest"))?;
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     let mut libs: Vec<&str> = maps
         .lines()

@@ -112,7 +112,7 @@ impl From<HostError> for Failure {
             HostError::Running(_) => ExitCode::Running,
             HostError::Mounted(_) => ExitCode::Mounted,
             HostError::StopFailed { .. } => ExitCode::StopFailed,
-            HostError::BadHostname(_) | HostError::BadAddress(_) => ExitCode::BadValue,
+            HostError::BadHostname(_) | HostError::BadAddress(_) | HostError::BadBridge(_) => ExitCode::BadValue,
             HostError::NoSample(..) => ExitCode::BadValue,
             HostError::AddressInUse { .. } => ExitCode::AddressInUse,
             HostError::Template(

@@ -1,4 +1,4 @@
-//! `tally create CTID [--ostemplate busybox] [--hostname H] [--ipadd A]... [--config SAMPLE]`
+//! `tally create CTID [--ostemplate busybox] [--hostname H] [--ipadd A]... [--bridge [BR]] [--config SAMPLE]`
 
 use tally::api::{Client, ContainerView, CreateRequest};
 
@@ -16,6 +16,10 @@ pub struct Args {
     /// A routed IPv4 address (venet style); may be given more than once.
     #[arg(long, value_name = "ADDR")]
     ipadd: Vec<String>,
+    /// Bridged instead of routed: eth0's host end joins BRIDGE (default tallybr0, which tally
+    /// makes with 10.77.0.1/16 on it), and the addresses sit on the bridge's subnet.
+    #[arg(long, value_name = "BRIDGE", num_args = 0..=1, default_missing_value = tally::ct::net::DEFAULT_BRIDGE)]
+    bridge: Option<String>,
     /// Sample config to start from: basic, unlimited, or ROOT/conf/ve-NAME.conf-sample.
     #[arg(long, value_name = "SAMPLE")]
     config: Option<String>,
@@ -27,6 +31,7 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
         ostemplate: args.ostemplate,
         hostname: args.hostname,
         ipadd: args.ipadd,
+        bridge: args.bridge,
         config: args.config,
         import: None,
     };

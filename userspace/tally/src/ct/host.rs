@@ -97,6 +97,8 @@ pub enum HostError {
     BadHostname(String),
     #[error("invalid IP address '{0}'")]
     BadAddress(String),
+    #[error("{0}")]
+    BadBridge(String),
     #[error("IP address {addr} is in use by container {by}")]
     AddressInUse { addr: std::net::Ipv4Addr, by: CtId },
     #[error("no sample config '{0}' (samples: {1})")]

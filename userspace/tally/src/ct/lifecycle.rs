@@ -59,9 +59,12 @@ pub struct CreateRequest {
     pub ostemplate: Option<String>,
     #[serde(default)]
     pub hostname: Option<String>,
-    /// Routed addresses (venet style).
+    /// The container's addresses: routed (venet style), or on `bridge`'s subnet.
     #[serde(default)]
     pub ipadd: Vec<String>,
+    /// Bridged networking: eth0's host end joins this bridge (vzctl's NETIF bridge=).
+    #[serde(default)]
+    pub bridge: Option<String>,
     /// A sample config to start from (`basic`, `unlimited`, or ROOT/conf/ve-NAME.conf-sample).
     #[serde(default)]
     pub config: Option<String>,
@@ -73,7 +76,8 @@ pub struct CreateRequest {
 }
 
 /// OpenVZ keys that name host paths or tools: tally decides those itself.
-const DROPPED_ON_IMPORT: &[&str] = &["VE_ROOT", "VE_PRIVATE", "VE_LAYOUT", "ORIGIN_SAMPLE"];
+/// NETIF names the old host's bridges and interfaces.
+const DROPPED_ON_IMPORT: &[&str] = &["VE_ROOT", "VE_PRIVATE", "VE_LAYOUT", "ORIGIN_SAMPLE", "NETIF"];
 
 /// Sample configs shipped with tally (vzctl's ve-NAME.conf-sample).
 const SAMPLES: &[(&str, &str)] = &[
@@ -95,6 +99,11 @@ fn check_hostname(h: &str) -> Result<(), HostError> {
     } else {
         Err(HostError::BadHostname(h.to_string()))
     }
+}
+
+/// The bridge of a bridged container (NETIF's bridge=), `None` for venet-style routing.
+pub fn bridge_of(config: &CtConfig) -> Option<&str> {
+    config.values.get("NETIF").and_then(|v| net::netif_bridge(v))
 }
 
 fn parse_addresses(config: &CtConfig) -> Vec<Ipv4Addr> {
@@ -191,6 +200,18 @@ impl Host {
             .unwrap_or_default();
         let wanted = if req.ipadd.is_empty() { &imported } else { &req.ipadd };
         let addrs = self.check_addresses(ct, wanted)?;
+        if let Some(bridge) = &req.bridge {
+            net::check_bridge(bridge).map_err(HostError::BadBridge)?;
+            // On a bridge of tally's, addresses come from tally's range (the bridge's subnet).
+            if let Some(a) = addrs.iter().find(|a| net::owns_bridge(bridge) && !net::in_range(**a)) {
+                return Err(HostError::BadAddress(format!(
+                    "{a} (bridge {bridge} carries {}/{}: use an address in it)",
+                    net::RANGE.0,
+                    net::RANGE.1
+                )));
+            }
+            config.values.insert("NETIF".into(), net::netif_value(bridge));
+        }
         config.values.remove("IP_ADDRESS");
         config.values.insert("OSTEMPLATE".into(), ostemplate);
         config.values.insert("HOSTNAME".into(), hostname);
@@ -286,7 +307,7 @@ impl Host {
         let result = self.launch(ct, &config);
         if let Err(e) = result {
             let _ = self.cgroup(ct).map(|c| c.kill_and_wait(Duration::from_secs(5)));
-            let _ = net::remove(&self.instance.name, ct);
+            let _ = net::remove(&self.instance.name, ct, bridge_of(&config));
             if !was_mounted {
                 let _ = self.rootfs(ct).umount();
             }
@@ -311,7 +332,7 @@ impl Host {
                 });
             }
         }
-        let netns = net::create(&self.instance.name, ct, &parse_addresses(config))?;
+        let netns = net::create(&self.instance.name, ct, &parse_addresses(config), bridge_of(config))?;
         let rootfs = self.rootfs(ct);
         let spec = LaunchSpec {
             root: rootfs.root.clone(),
@@ -371,7 +392,7 @@ impl Host {
                 message: "processes are left after SIGKILL".into(),
             });
         }
-        let _ = net::remove(&self.instance.name, ct);
+        let _ = net::remove(&self.instance.name, ct, bridge_of(&config));
         self.rootfs(ct).umount()?;
         self.status(ct)
     }
@@ -396,7 +417,8 @@ impl Host {
             self.maps.unregister(cgid)?;
             self.forget_sampled_peaks(cgid);
         }
-        let _ = net::remove(&self.instance.name, ct);
+        let config = self.config(ct).ok();
+        let _ = net::remove(&self.instance.name, ct, config.as_ref().and_then(bridge_of));
         self.rootfs(ct).destroy()?;
         let path = self.instance.config_path(ct);
         match std::fs::remove_file(&path) {
