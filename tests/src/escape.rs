@@ -407,12 +407,32 @@ pub(crate) fn install_into(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Every probe, in containers made the default way (a user namespace where the host can
+/// idmap templates) and in privileged ones.
 fn escape_suite(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
-    let (probe_ct, other_ct) = ("701", "702");
-    let other_ip = Ipv4Addr::new(10, 77, 14, 3);
-    for (ct, ip) in [(probe_ct, "10.77.14.2"), (other_ct, "10.77.14.3")] {
-        try_or_fail!(ok(env, &["create", ct, "--ipadd", ip]), "create");
+    for privileged in [false, true] {
+        println!("  {} containers:", if privileged { "privileged" } else { "default" });
+        if let Outcome::Fail(why) = escape_suite_as(env, privileged) {
+            return Outcome::Fail(format!("{} containers: {why}", if privileged { "privileged" } else { "default" }));
+        }
+    }
+    Outcome::Pass
+}
+
+fn escape_suite_as(env: &mut Env, privileged: bool) -> Outcome {
+    let (probe_ct, other_ct, probe_ip, other_ip) = if privileged {
+        ("711", "712", "10.77.14.12", Ipv4Addr::new(10, 77, 14, 13))
+    } else {
+        ("701", "702", "10.77.14.2", Ipv4Addr::new(10, 77, 14, 3))
+    };
+    let other_ip_text = other_ip.to_string();
+    for (ct, ip) in [(probe_ct, probe_ip), (other_ct, other_ip_text.as_str())] {
+        let mut args = vec!["create", ct, "--ipadd", ip];
+        if privileged {
+            args.push("--privileged");
+        }
+        try_or_fail!(ok(env, &args), "create");
         try_or_fail!(ok(env, &["start", ct]), "start");
     }
     try_or_fail!(

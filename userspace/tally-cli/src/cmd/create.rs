@@ -20,6 +20,10 @@ pub struct Args {
     /// makes with 10.77.0.1/16 on it), and the addresses sit on the bridge's subnet.
     #[arg(long, value_name = "BRIDGE", num_args = 0..=1, default_missing_value = tally::ct::net::DEFAULT_BRIDGE)]
     bridge: Option<String>,
+    /// No user namespace: the container's root is the host's root (bounded by the capability
+    /// set and the syscall filter). By default its root is an unprivileged host id range.
+    #[arg(long)]
+    privileged: bool,
     /// Sample config to start from: basic, unlimited, or ROOT/conf/ve-NAME.conf-sample.
     #[arg(long, value_name = "SAMPLE")]
     config: Option<String>,
@@ -32,6 +36,7 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
         hostname: args.hostname,
         ipadd: args.ipadd,
         bridge: args.bridge,
+        privileged: args.privileged,
         config: args.config,
         import: None,
     };

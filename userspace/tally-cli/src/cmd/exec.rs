@@ -80,6 +80,9 @@ pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: 
         move |e: nix::Error| Failure::new(ExitCode::SystemError, format!("{what}: {e}"))
     };
     let pidfd = pidfd_open(init).map_err(|e| Failure::new(ExitCode::NotRunning, format!("container {ct}: {e}")))?;
+    // Read before entering anything: the container's /proc shows other pids.
+    let userns = tally::ct::userns::in_other_userns(init)
+        .map_err(|e| Failure::new(ExitCode::SystemError, format!("container {ct}'s user namespace: {e}")))?;
     // Children of this process are born in the container's PID namespace.
     setns(&pidfd, CloneFlags::CLONE_NEWPID).map_err(sys("entering the PID namespace"))?;
     let (go_r, go_w) = nix::unistd::pipe().map_err(sys("pipe"))?;
@@ -100,7 +103,7 @@ pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: 
                 std::process::exit(ExitCode::ResourceShortage.number());
             }
             drop(pty_parent);
-            std::process::exit(enter_and_exec(&pidfd, argv, tty.then_some(&pty_child)))
+            std::process::exit(enter_and_exec(&pidfd, userns, argv, tty.then_some(&pty_child)))
         }
         ForkResult::Parent { child } => {
             drop(go_r);
@@ -137,7 +140,7 @@ pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: 
 }
 
 /// The child: the container's namespaces and root, its capability bound, then CMD.
-fn enter_and_exec(pidfd: &OwnedFd, argv: &[CString], pty: Option<&OwnedFd>) -> i32 {
+fn enter_and_exec(pidfd: &OwnedFd, userns: bool, argv: &[CString], pty: Option<&OwnedFd>) -> i32 {
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -146,6 +149,17 @@ fn enter_and_exec(pidfd: &OwnedFd, argv: &[CString], pty: Option<&OwnedFd>) -> i
     if let Err(e) = setns(pidfd, flags) {
         eprintln!("tally: entering the container's namespaces: {e}");
         return ExitCode::SystemError.number();
+    }
+    // Its user namespace last (the others are joined with host root's rights), as its root.
+    if userns {
+        if let Err(e) = setns(pidfd, CloneFlags::CLONE_NEWUSER) {
+            eprintln!("tally: entering the container's user namespace: {e}");
+            return ExitCode::SystemError.number();
+        }
+        if let Err(e) = tally::ct::userns::become_root() {
+            eprintln!("tally: {e}");
+            return ExitCode::SystemError.number();
+        }
     }
     if let Err(e) = std::env::set_current_dir("/") {
         eprintln!("tally: chdir /: {e}");

@@ -99,6 +99,8 @@ pub enum HostError {
     BadAddress(String),
     #[error("{0}")]
     BadBridge(String),
+    #[error("user namespace: {0}")]
+    Userns(String),
     #[error("IP address {addr} is in use by container {by}")]
     AddressInUse { addr: std::net::Ipv4Addr, by: CtId },
     #[error("no sample config '{0}' (samples: {1})")]

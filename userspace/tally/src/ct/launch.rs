@@ -11,6 +11,12 @@
 //!    The init mounts /proc, pivots into the root, bounds its capabilities and execs the
 //!    template's init.
 //!
+//! With a user namespace (the default; [`super::userns`]), the launcher first makes, as host
+//! root, what the namespace could not (device nodes, the sysfs of a network namespace it does
+//! not own, the console log), then joins the container's user namespace as its root and makes
+//! the other namespaces there, owned by it: the container's root then administers its own
+//! hostname, IPC, mounts and processes, and nothing of the host's.
+//!
 //! Errors before the final exec travel back on a close-on-exec pipe: tallyd reads it to its
 //! end, and an empty read means the init is running.
 
@@ -37,6 +43,8 @@ use nix::{
 pub const LAUNCHER_ARG: &str = "__tally-launch";
 /// The fd number the launcher finds the error pipe on.
 const STATUS_FD: RawFd = 3;
+/// The fd number the launcher finds the container's user namespace on.
+const USERNS_FD: RawFd = 4;
 
 /// What the launcher needs to know (argv[2], JSON).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -48,6 +56,10 @@ pub struct LaunchSpec {
     pub init: Vec<String>,
     /// Host file that the init's stdout and stderr go to.
     pub console: PathBuf,
+    /// The host id of the container's root when it has a user namespace (passed as a
+    /// descriptor to [`spawn`]).
+    #[serde(default)]
+    pub userns_base: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +78,19 @@ fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
 /// Starts the init of a container (tallyd's side). `netns` is the container's network
 /// namespace, `cgroup_procs` its cgroup.procs files. Returns the init's host pid once the
 /// init has exec'd the template's init.
-pub fn spawn(spec: &LaunchSpec, netns: &OwnedFd, cgroup_procs: &[PathBuf]) -> Result<u32, LaunchError> {
-    let exe = std::env::current_exe().map_err(sys("locating tallyd's binary"))?;
+pub fn spawn(
+    spec: &LaunchSpec,
+    netns: &OwnedFd,
+    userns: Option<&OwnedFd>,
+    cgroup_procs: &[PathBuf],
+) -> Result<u32, LaunchError> {
+    if spec.userns_base.is_some() != userns.is_some() {
+        return Err(LaunchError::Init("a user namespace base needs the namespace, and back".into()));
+    }
+    let userns_fd = userns.map(|u| u.as_raw_fd());
+    // The running image, not the path: an upgrade may have replaced the file since tallyd
+    // started, and this tallyd's launcher must match it.
+    let exe = PathBuf::from("/proc/self/exe");
     let procs: Vec<File> = cgroup_procs
         .iter()
         .map(|p| {
@@ -107,6 +130,11 @@ pub fn spawn(spec: &LaunchSpec, netns: &OwnedFd, cgroup_procs: &[PathBuf]) -> Re
             // dup2 clears close-on-exec on the copy: the launcher inherits it as fd 3.
             if libc::dup2(status_w_fd, STATUS_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(fd) = userns_fd {
+                if libc::dup2(fd, USERNS_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -168,15 +196,14 @@ fn nix_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> LaunchError {
 }
 
 fn launch(spec: &LaunchSpec, status: &File) -> Result<(), LaunchError> {
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWCGROUP,
-    )
-    .map_err(nix_err("unshare"))?;
-    sethostname(&spec.hostname).map_err(nix_err("sethostname"))?;
+    let others = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP;
+    let userns = match spec.userns_base {
+        // SAFETY: fd 4 was put there by `spawn`'s pre_exec for this process alone.
+        Some(_) => Some(unsafe { OwnedFd::from_raw_fd(USERNS_FD) }),
+        None => None,
+    };
+    unshare(if userns.is_some() { CloneFlags::CLONE_NEWNS } else { CloneFlags::CLONE_NEWNS | others })
+        .map_err(nix_err("unshare"))?;
     // Nothing done in here propagates back to the host.
     mount(
         None::<&str>,
@@ -186,7 +213,25 @@ fn launch(spec: &LaunchSpec, status: &File) -> Result<(), LaunchError> {
         None::<&str>,
     )
     .map_err(nix_err("making / private"))?;
-    build_dev_and_sys(&spec.root)?;
+    build_dev_and_sys(&spec.root, spec.userns_base)?;
+    let console = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.console)
+        .map_err(sys("opening the console log"))?;
+    let devnull = File::open(spec.root.join("dev/null")).map_err(sys("opening /dev/null"))?;
+    if let Some(userns) = userns {
+        nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(nix_err("joining the user namespace"))?;
+        drop(userns);
+        super::userns::become_root().map_err(sys("becoming root of the user namespace"))?;
+        // Owned by the container's user namespace; the mounts above come along, locked.
+        unshare(CloneFlags::CLONE_NEWNS | others).map_err(nix_err("unshare in the user namespace"))?;
+        // pivot_root refuses a locked new root: a bind of it made here is not locked.
+        let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount(Some(&spec.root), &spec.root, None::<&str>, bind, None::<&str>)
+            .map_err(nix_err("binding the root in the user namespace"))?;
+    }
+    sethostname(&spec.hostname).map_err(nix_err("sethostname"))?;
     // SAFETY: the launcher is single-threaded (a fresh exec), so the child may do anything.
     match unsafe { fork() }.map_err(nix_err("fork"))? {
         ForkResult::Parent { child } => {
@@ -194,7 +239,7 @@ fn launch(spec: &LaunchSpec, status: &File) -> Result<(), LaunchError> {
             Ok(())
         }
         ForkResult::Child => {
-            let e = become_init(spec).unwrap_err();
+            let e = become_init(spec, console, devnull).unwrap_err();
             let mut status = status;
             let _ = write!(status, "{e}");
             std::process::exit(1)
@@ -203,7 +248,10 @@ fn launch(spec: &LaunchSpec, status: &File) -> Result<(), LaunchError> {
 }
 
 /// A tmpfs /dev with the safe nodes, a private devpts and /dev/shm, and sysfs read-only.
-fn build_dev_and_sys(root: &Path) -> Result<(), LaunchError> {
+/// With a user namespace (`userns_base`), /dev and the ptys' tty group belong to the
+/// container's root and group 5 as the container sees them.
+fn build_dev_and_sys(root: &Path, userns_base: Option<u32>) -> Result<(), LaunchError> {
+    let base = userns_base.unwrap_or(0);
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let sys_dir = root.join("sys");
     fs::create_dir_all(&sys_dir).map_err(sys("creating /sys"))?;
@@ -222,7 +270,7 @@ fn build_dev_and_sys(root: &Path) -> Result<(), LaunchError> {
         &dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=755,size=1m"),
+        Some(format!("mode=755,size=1m,uid={base},gid={base}").as_str()),
     )
     .map_err(nix_err("mounting /dev"))?;
     for (name, major, minor) in [
@@ -262,7 +310,7 @@ fn build_dev_and_sys(root: &Path) -> Result<(), LaunchError> {
         &dev.join("pts"),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        Some(format!("newinstance,ptmxmode=0666,mode=0620,gid={}", base + 5).as_str()),
     )
     .map_err(nix_err("mounting devpts"))?;
     mount(
@@ -277,7 +325,7 @@ fn build_dev_and_sys(root: &Path) -> Result<(), LaunchError> {
 }
 
 /// PID 1's side: /proc, the pivot, stdio, capabilities, then the template's init.
-fn become_init(spec: &LaunchSpec) -> Result<std::convert::Infallible, LaunchError> {
+fn become_init(spec: &LaunchSpec, console: File, devnull: File) -> Result<std::convert::Infallible, LaunchError> {
     let root = &spec.root;
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = root.join("proc");
@@ -298,12 +346,6 @@ fn become_init(spec: &LaunchSpec) -> Result<std::convert::Infallible, LaunchErro
         mount(None::<&str>, &p, None::<&str>, flags, None::<&str>)
             .map_err(nix_err(format!("remounting /proc/{path}")))?;
     }
-    let console = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.console)
-        .map_err(sys("opening the console log"))?;
-    let devnull = File::open(root.join("dev/null")).map_err(sys("opening /dev/null"))?;
     enter_root(root)?;
     dup2(devnull.as_raw_fd(), 0).map_err(nix_err("dup2"))?;
     dup2(console.as_raw_fd(), 1).map_err(nix_err("dup2"))?;

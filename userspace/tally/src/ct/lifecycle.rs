@@ -65,6 +65,10 @@ pub struct CreateRequest {
     /// Bridged networking: eth0's host end joins this bridge (vzctl's NETIF bridge=).
     #[serde(default)]
     pub bridge: Option<String>,
+    /// No user namespace: container root is host root (bounded as ever). By default a
+    /// container gets a user namespace where the host can idmap its template.
+    #[serde(default)]
+    pub privileged: bool,
     /// A sample config to start from (`basic`, `unlimited`, or ROOT/conf/ve-NAME.conf-sample).
     #[serde(default)]
     pub config: Option<String>,
@@ -98,6 +102,25 @@ fn check_hostname(h: &str) -> Result<(), HostError> {
         Ok(())
     } else {
         Err(HostError::BadHostname(h.to_string()))
+    }
+}
+
+/// The host uid and gid of a container's root (USERNS_BASE), `None` for a privileged one.
+pub fn userns_base(config: &CtConfig) -> Result<Option<u32>, HostError> {
+    match config.values.get("USERNS_BASE") {
+        None => Ok(None),
+        Some(v) => match v.parse::<u32>() {
+            Ok(b) if super::userns::valid_base(b) => Ok(Some(b)),
+            _ => Err(HostError::Config(super::ConfigError::Syntax {
+                file: "USERNS_BASE".into(),
+                line: 0,
+                message: format!(
+                    "'{v}' is not a range base tally gives ({} + n * {})",
+                    super::userns::FIRST_BASE,
+                    super::userns::RANGE_SIZE
+                ),
+            })),
+        },
     }
 }
 
@@ -212,6 +235,27 @@ impl Host {
             }
             config.values.insert("NETIF".into(), net::netif_value(bridge));
         }
+        // OpenVZ configs have neither key: tally decides.
+        config.values.remove("USERNS_BASE");
+        config.values.remove("PRIVILEGED");
+        let privileged_why = if req.privileged {
+            Some("asked for".to_string())
+        } else {
+            super::userns::supported(&self.templates().get(&ostemplate)?.rootfs).err()
+        };
+        match privileged_why {
+            None => {
+                let base = super::userns::allocate(&self.userns_bases_in_use()?)
+                    .ok_or_else(|| HostError::Userns("every id range of this instance is taken".into()))?;
+                config.values.insert("USERNS_BASE".into(), base.to_string());
+            }
+            Some(why) => {
+                if !req.privileged {
+                    log::warn!("container {ct} is privileged (no user namespace): {why}");
+                }
+                config.values.insert("PRIVILEGED".into(), "yes".into());
+            }
+        }
         config.values.remove("IP_ADDRESS");
         config.values.insert("OSTEMPLATE".into(), ostemplate);
         config.values.insert("HOSTNAME".into(), hostname);
@@ -230,6 +274,16 @@ impl Host {
             return Err(e);
         }
         self.view(ct)
+    }
+
+    /// USERNS_BASE of every container of this instance.
+    fn userns_bases_in_use(&self) -> Result<Vec<u32>, HostError> {
+        Ok(self
+            .configured()?
+            .iter()
+            .filter_map(|other| CtConfig::load(&self.instance.config_path(other)).ok())
+            .filter_map(|c| userns_base(&c).ok().flatten())
+            .collect())
     }
 
     fn sample(&self, name: &str) -> Result<CtConfig, HostError> {
@@ -283,7 +337,7 @@ impl Host {
             .cloned()
             .unwrap_or_else(|| template::DEFAULT.into());
         let tpl = self.templates().get(&name)?;
-        self.rootfs(ct).mount(&tpl.rootfs)?;
+        self.rootfs(ct).mount(&tpl.rootfs, userns_base(&config)?)?;
         self.status(ct)
     }
 
@@ -332,7 +386,20 @@ impl Host {
                 });
             }
         }
-        let netns = net::create(&self.instance.name, ct, &parse_addresses(config), bridge_of(config))?;
+        let base = userns_base(config)?;
+        let (userns, netns) = match base {
+            Some(base) => {
+                let (user, net) = super::userns::make_with_net(base).map_err(|e| {
+                    HostError::Launch(launch::LaunchError::Sys {
+                        what: "making the user namespace".into(),
+                        source: e,
+                    })
+                })?;
+                (Some(user), Some(net))
+            }
+            None => (None, None),
+        };
+        let netns = net::create(&self.instance.name, ct, &parse_addresses(config), bridge_of(config), netns)?;
         let rootfs = self.rootfs(ct);
         let spec = LaunchSpec {
             root: rootfs.root.clone(),
@@ -343,8 +410,9 @@ impl Host {
                 .unwrap_or_else(|| format!("ct{ct}")),
             init: vec!["/sbin/init".into()],
             console: rootfs.console_log(),
+            userns_base: base,
         };
-        let pid = launch::spawn(&spec, &netns, &cgroup.procs_files())?;
+        let pid = launch::spawn(&spec, &netns, userns.as_ref(), &cgroup.procs_files())?;
         reap_when_done(pid);
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod net;
 pub mod rootfs;
 pub mod sampled;
 pub mod template;
+pub mod userns;
 
 pub use config::{ConfigError, CpuConfig, CtConfig};
 pub use host::{ContainerView, Host, HostError, Instance};

@@ -114,10 +114,18 @@ pub fn in_range(addr: Ipv4Addr) -> bool {
     a & mask == u32::from(net) & mask && addr != GATEWAY && a & !mask != 0 && a & !mask != !mask
 }
 
-/// Makes a new network namespace for container `ct` with lo up and, when it has addresses,
+/// Makes a network namespace for container `ct` ready: lo up and, when it has addresses,
 /// its veth, addresses and routes. Returns the namespace (kept alive by the descriptor until
 /// the container's init has joined it).
-pub fn create(instance: &str, ct: &CtId, addrs: &[Ipv4Addr], bridge: Option<&str>) -> Result<OwnedFd, NetError> {
+/// `netns`: a namespace made already (one owned by the container's user namespace), else a
+/// new one is made here.
+pub fn create(
+    instance: &str,
+    ct: &CtId,
+    addrs: &[Ipv4Addr],
+    bridge: Option<&str>,
+    netns: Option<OwnedFd>,
+) -> Result<OwnedFd, NetError> {
     let host_if = host_interface(instance, ct);
     let addrs = addrs.to_vec();
     let bridge = bridge.map(str::to_string);
@@ -128,7 +136,7 @@ pub fn create(instance: &str, ct: &CtId, addrs: &[Ipv4Addr], bridge: Option<&str
             .enable_io()
             .build()
             .map_err(sys("tokio runtime"))?;
-        rt.block_on(configure(host_if, addrs, bridge))
+        rt.block_on(configure(host_if, addrs, bridge, netns))
     })
     .join()
     .unwrap_or_else(|_| {
@@ -139,16 +147,32 @@ pub fn create(instance: &str, ct: &CtId, addrs: &[Ipv4Addr], bridge: Option<&str
     })
 }
 
-async fn configure(host_if: String, addrs: Vec<Ipv4Addr>, bridge: Option<String>) -> Result<OwnedFd, NetError> {
+async fn configure(
+    host_if: String,
+    addrs: Vec<Ipv4Addr>,
+    bridge: Option<String>,
+    netns: Option<OwnedFd>,
+) -> Result<OwnedFd, NetError> {
     let (conn, host, _) = rtnetlink::new_connection().map_err(sys("netlink socket"))?;
     tokio::spawn(conn);
-    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| NetError::Sys {
-        what: "unshare(CLONE_NEWNET)",
-        source: e.into(),
-    })?;
-    let netns: OwnedFd = File::open("/proc/thread-self/ns/net")
-        .map_err(sys("opening the new network namespace"))?
-        .into();
+    let netns = match netns {
+        Some(ns) => {
+            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetError::Sys {
+                what: "setns(CLONE_NEWNET)",
+                source: e.into(),
+            })?;
+            ns
+        }
+        None => {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| NetError::Sys {
+                what: "unshare(CLONE_NEWNET)",
+                source: e.into(),
+            })?;
+            File::open("/proc/thread-self/ns/net")
+                .map_err(sys("opening the new network namespace"))?
+                .into()
+        }
+    };
     let (conn, inner, _) = rtnetlink::new_connection().map_err(sys("netlink socket"))?;
     tokio::spawn(conn);
     let lo = index(&inner, "lo").await?;

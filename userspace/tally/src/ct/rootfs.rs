@@ -74,12 +74,38 @@ impl Rootfs {
     }
 
     /// Mounts `template` (read-only, shared) under the private upper directory at the root.
-    pub fn mount(&self, template: &Path) -> Result<(), RootfsError> {
+    /// With `userns_base`, the template is seen through an idmapped mount (host root's files
+    /// are the container root's), and the root of the tree belongs to the container's root.
+    pub fn mount(&self, template: &Path, userns_base: Option<u32>) -> Result<(), RootfsError> {
         if self.is_mounted() {
             return Ok(());
         }
         let (upper, work) = (self.private.join("upper"), self.private.join("work"));
-        for p in [template, &upper, &work] {
+        let lower = match userns_base {
+            None => template.to_path_buf(),
+            Some(base) => {
+                let lower = self.private.join("lower");
+                fs::create_dir_all(&lower).map_err(io(&lower))?;
+                nix::unistd::chown(&upper, Some(base.into()), Some(base.into())).map_err(|e| RootfsError::Io {
+                    path: upper.clone(),
+                    source: e.into(),
+                })?;
+                super::userns::make(base)
+                    .and_then(|ns| super::userns::mount_idmapped(template, &lower, &ns))
+                    .map_err(io(&lower))?;
+                lower
+            }
+        };
+        let result = self.mount_overlay(&lower, &upper, &work);
+        if userns_base.is_some() {
+            // The overlay holds its own copy of the idmapped mount.
+            let _ = umount2(&lower, MntFlags::MNT_DETACH);
+        }
+        result
+    }
+
+    fn mount_overlay(&self, template: &Path, upper: &Path, work: &Path) -> Result<(), RootfsError> {
+        for p in [template, upper, work] {
             let s = p.to_string_lossy();
             if s.contains(',') || s.contains(':') {
                 return Err(RootfsError::BadPath(p.to_path_buf()));
