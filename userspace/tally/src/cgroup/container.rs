@@ -5,9 +5,15 @@
 use std::{
     collections::BTreeMap,
     fs,
-    os::unix::fs::MetadataExt,
+    io::{Read, Seek, SeekFrom},
+    os::{fd::AsFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    poll::{ppoll, PollFd, PollFlags},
+    sys::time::TimeSpec,
 };
 
 use super::{io_err, CgroupError, Controller, Flavor, Layout};
@@ -94,30 +100,74 @@ impl ContainerCgroup {
         files
     }
 
-    /// Kills everything in the container and waits (up to `timeout`) until it is empty.
-    /// Returns whether it emptied.
+    /// Kills everything in the container and waits (up to `timeout`) until no process is left
+    /// in any of its cgroups (the cgroup2 subtree and every v1 directory). Returns whether it
+    /// emptied.
+    ///
+    /// No fixed sleep: cgroup2's cgroup.events polls POLLPRI when "populated" changes, so
+    /// the wait ends as soon as the last task has exited. The kernel rate-limits those
+    /// notifications (one per 10 ms per file) and v1 directories have none, so the wait is
+    /// also bounded by naps that start at 0.5 ms and double up to 20 ms.
     pub fn kill_and_wait(&self, timeout: Duration) -> Result<bool, CgroupError> {
         if !self.unified.is_dir() {
             return Ok(true);
         }
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
+        let mut events = fs::File::open(self.unified.join("cgroup.events")).ok();
+        let mut nap = FIRST_NAP;
         loop {
-            if self.pids()?.is_empty() {
+            let unified_empty = match events.as_mut().map(populated) {
+                Some(Ok(p)) => !p,
+                // No cgroup.events (or the directory went away under us): its cgroup.procs.
+                Some(Err(_)) | None => {
+                    events = None;
+                    self.pids()?.is_empty()
+                }
+            };
+            let stragglers = self.v1_pids()?;
+            if unified_empty && stragglers.is_empty() {
                 return Ok(true);
             }
-            self.kill_all()?;
-            if std::time::Instant::now() >= deadline {
+            if !unified_empty {
+                self.kill_all()?;
+            }
+            // Tasks in a v1 directory only (moved in, not yet into cgroup2).
+            kill_pids(&stragglers);
+            let now = Instant::now();
+            if now >= deadline {
                 return Ok(false);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let wait = nap.min(deadline - now);
+            match &events {
+                // When only v1 stragglers are left, cgroup.events has nothing to say.
+                Some(file) if !unified_empty => wait_for_change(file, wait),
+                _ => std::thread::sleep(wait),
+            }
+            nap = (nap * 2).min(LAST_NAP);
         }
     }
 
     /// Processes in the container (from cgroup2).
     pub fn pids(&self) -> Result<Vec<u32>, CgroupError> {
-        let path = self.unified.join("cgroup.procs");
-        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        read_procs(&self.unified.join("cgroup.procs"))
+    }
+
+    /// Processes in the container's v1 directories (none on pure v2; a directory that is
+    /// not there has none).
+    fn v1_pids(&self) -> Result<Vec<u32>, CgroupError> {
+        let mut pids = Vec::new();
+        for (dir, flavor) in self.controllers.values() {
+            if *flavor == Flavor::V1 {
+                match read_procs(&dir.join("cgroup.procs")) {
+                    Ok(p) => pids.extend(p),
+                    Err(CgroupError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
     }
 
     fn controller_dir(&self, c: Controller) -> Result<&Path, CgroupError> {
@@ -153,9 +203,9 @@ impl ContainerCgroup {
     /// Kills every process in the container and removes its directories (the instance's
     /// parent stays). Safe to call on a partly created or already removed container.
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        if self.unified.is_dir() {
-            self.kill_all()?;
-        }
+        // A cgroup stays busy until its killed tasks have exited; rmdir_retrying covers
+        // whatever this wait did not.
+        self.kill_and_wait(RMDIR_PATIENCE)?;
         let mut dirs: Vec<&Path> = self.controllers.values().map(|(d, _)| d.as_path()).collect();
         dirs.push(&self.unified);
         dirs.sort();
@@ -171,26 +221,61 @@ impl ContainerCgroup {
         if kill.exists() {
             write(&kill, "1")?;
         } else {
-            for pid in self.pids()? {
-                // SAFETY: kill(2) with a pid read from this container's cgroup.procs.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
+            kill_pids(&self.pids()?);
         }
         Ok(())
     }
 }
 
+/// The first and the longest nap between two looks at a container's cgroups.
+const FIRST_NAP: Duration = Duration::from_micros(500);
+const LAST_NAP: Duration = Duration::from_millis(20);
+/// How long `destroy` waits for a cgroup to empty and to be removable.
+const RMDIR_PATIENCE: Duration = Duration::from_secs(5);
+
+fn kill_pids(pids: &[u32]) {
+    for pid in pids {
+        // SAFETY: kill(2) with a pid just read from one of this container's cgroup.procs.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+}
+
+fn read_procs(path: &Path) -> Result<Vec<u32>, CgroupError> {
+    let text = fs::read_to_string(path).map_err(io_err(path))?;
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// "populated" of an open cgroup.events, read from its start. Reading also re-arms the
+/// file's poll notification (kernfs reports a change since the last read).
+fn populated(file: &mut fs::File) -> std::io::Result<bool> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    keyed_value(&text, "populated")
+        .map(|v| v != 0)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no populated in cgroup.events"))
+}
+
+/// Waits until a kernfs file (cgroup.events) changes (POLLPRI), or `timeout`.
+fn wait_for_change(file: &fs::File, timeout: Duration) {
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
+    let _ = ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None);
+}
+
 fn rmdir_retrying(dir: &Path) -> Result<(), CgroupError> {
-    // A cgroup stays busy until its killed tasks are reaped.
-    for _ in 0..200 {
+    let deadline = Instant::now() + RMDIR_PATIENCE;
+    let mut nap = FIRST_NAP;
+    loop {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(Duration::from_millis(25)),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(LAST_NAP);
+            }
             Err(e) => return Err(io_err(dir)(e)),
         }
     }
-    fs::remove_dir(dir).map_err(io_err(dir))
 }
 
 fn mkdir(dir: &Path) -> Result<(), CgroupError> {
@@ -234,6 +319,19 @@ mod tests {
             ContainerCgroup::locate(&layout, "tally", "101", &[Controller::Memory]),
             Err(CgroupError::MissingController(Controller::Memory))
         ));
+    }
+
+    #[test]
+    fn populated_is_read_from_the_start_each_time() {
+        let path = std::env::temp_dir().join(format!("tally-unit-events-{}", std::process::id()));
+        fs::write(&path, "populated 1\nfrozen 0\n").unwrap();
+        let mut file = fs::File::open(&path).unwrap();
+        assert!(populated(&mut file).unwrap());
+        fs::write(&path, "populated 0\nfrozen 0\n").unwrap();
+        assert!(!populated(&mut file).unwrap());
+        fs::write(&path, "frozen 0\n").unwrap();
+        assert!(populated(&mut file).is_err());
+        fs::remove_file(&path).unwrap();
     }
 
     #[test]

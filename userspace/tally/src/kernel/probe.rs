@@ -8,7 +8,7 @@ use aya::{
     programs::{
         BtfTracePoint, CgroupDevice, CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSysctl, FEntry, Lsm, ProgramError,
     },
-    Btf, Ebpf,
+    Btf, EbpfLoader,
 };
 use serde::Serialize;
 
@@ -162,7 +162,9 @@ pub fn probe() -> HostReport {
 }
 
 fn probe_programs(btf: &Btf) -> Vec<(String, Check)> {
-    let mut ebpf = match Ebpf::load(OBJECT) {
+    // The caller's parse of the kernel's BTF, not a second one of the loader's own (dropped at
+    // once by `btf()`).
+    let mut ebpf = match EbpfLoader::new().btf(Some(btf)).load(OBJECT) {
         Ok(e) => e,
         Err(e) => return vec![("object".into(), Check::failed(format!("loading the object: {e}")))],
     };

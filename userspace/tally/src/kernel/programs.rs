@@ -170,11 +170,15 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
         .unwrap_or_default();
     detach_and_wait(&pinned)?;
 
-    let kernel_btf = KernelBtf::load(Path::new(VMLINUX))?;
-    let offsets = program_offsets(&kernel_btf)?;
+    // The kernel's BTF, parsed, is tens of MB: each parse is dropped as soon as it has
+    // served, and the loader and the attach share one (EbpfLoader::new parses its own, which
+    // `btf()` drops at once).
+    let offsets = program_offsets(&KernelBtf::load(Path::new(VMLINUX))?)?;
     log::debug!("kernel struct offsets: {offsets:?}");
+    let btf = Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
     let map_paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, pins.map(m))).collect();
     let mut loader = EbpfLoader::new();
+    loader.btf(Some(&btf));
     for (name, path) in &map_paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -183,7 +187,6 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
     }
     let mut ebpf = loader.load(OBJECT)?;
 
-    let btf = Btf::from_sys_fs().map_err(|e| KernelError::Btf(e.to_string()))?;
     fs::create_dir_all(cgroup_parent).map_err(|source| KernelError::Io {
         path: cgroup_parent.to_path_buf(),
         source,
