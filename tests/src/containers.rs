@@ -559,7 +559,12 @@ NAMESERVER="192.0.2.53"
 
 /// The template directory's entries (templates and their metadata).
 fn templates_state(env: &Env) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(env.instance.root.join("template"))
+    dir_names(&env.instance.root.join("template"))
+}
+
+/// The names in a directory, sorted (none when it is missing).
+pub(crate) fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -947,7 +952,7 @@ fn uid_map(pid: u32) -> Result<Vec<u64>> {
 }
 
 /// The host pid of container `ct`'s init: the process of its cgroup that is PID 1 inside.
-fn init_pid(env: &Env, ct: &str) -> Result<u32> {
+pub(crate) fn init_pid(env: &Env, ct: &str) -> Result<u32> {
     for pid in env.cgroup(ct)?.pids()? {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap_or_default();

@@ -105,6 +105,15 @@ impl Env {
         Ok(())
     }
 
+    /// SIGKILL, as a crash or the OOM killer ends it.
+    pub fn kill_tallyd(&mut self) -> Result<()> {
+        if let Some(mut child) = self.daemon.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
     /// Runs the tally CLI against this instance's tallyd.
     pub fn tally(&self, args: &[&str]) -> Result<Output> {
         Command::new(self.bin_dir.join("tally"))

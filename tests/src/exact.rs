@@ -51,15 +51,7 @@ fn exact(env: &mut Env) -> Outcome {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let seed = std::env::var("TALLY_ITEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
+    let seed = crate::harness::seed();
     let cmd = env.workload_in(CT, &["random", OPS, &seed.to_string()]);
     let mut w = try_or_fail!(Driven::start(cmd), "starting the workload");
     let paused: Paused = try_or_fail!(w.read(), "the workload");

@@ -20,6 +20,7 @@ mod exact;
 mod harness;
 mod numproc;
 mod probe;
+mod restart;
 mod rows;
 mod views;
 mod workload;
@@ -42,5 +43,6 @@ fn main() {
     tests.extend(abuse::tests());
     tests.extend(containers::tests());
     tests.extend(escape::tests());
+    tests.extend(restart::tests());
     std::process::exit(harness::run(tests, &filter));
 }

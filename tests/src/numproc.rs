@@ -42,27 +42,27 @@ const LIMIT: u64 = 20;
 const ATTEMPTS: u64 = 30;
 
 #[derive(serde::Deserialize, Debug)]
-struct Storm {
-    forked: u64,
-    eagain: u64,
-    other: u64,
+pub(crate) struct Storm {
+    pub forked: u64,
+    pub eagain: u64,
+    pub other: u64,
 }
 
 /// A fork storm whose children stay alive until `release`.
-struct Running {
+pub(crate) struct Running {
     driven: Driven,
     storm: Storm,
 }
 
 impl Running {
-    fn start(cmd: std::process::Command) -> Result<Running> {
+    pub(crate) fn start(cmd: std::process::Command) -> Result<Running> {
         let mut driven = Driven::start(cmd)?;
         let storm = driven.read()?;
         Ok(Running { driven, storm })
     }
 
     /// Lets the children exit and reaps the workload; returns what the storm counted.
-    fn release(self) -> Result<Storm> {
+    pub(crate) fn release(self) -> Result<Storm> {
         self.driven.finish()?;
         Ok(self.storm)
     }

@@ -219,6 +219,7 @@ impl Host {
         if !self.exists(ct) {
             return Err(HostError::NoSuchContainer(ct.clone()));
         }
+        let _intent = super::journal::begin(&self.instance.root, ct, super::journal::Op::Set)?;
         let path = self.instance.config_path(ct);
         let saved = CtConfig::load(&path)?;
         // The live limits are the base: an earlier unsaved `set` stays in force.
@@ -321,6 +322,9 @@ impl Host {
     /// tallyd start-up: containers whose beancounters are still registered (pinned) keep
     /// them as they are, live limits included; the others get their saved config applied.
     pub fn adopt_all(&mut self) -> Result<Vec<CtId>, HostError> {
+        for line in self.recover()? {
+            log::info!("recovery: {line}");
+        }
         let ids = self.configured()?;
         for ct in &ids {
             let cgroup = self.cgroup(ct)?;

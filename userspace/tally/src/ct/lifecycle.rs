@@ -16,6 +16,7 @@ use nix::{
     sys::signal::Signal,
 };
 
+use super::journal::{self, Op};
 use super::{
     host::HostError,
     launch::{self, pidfd_open, LaunchSpec},
@@ -146,7 +147,7 @@ impl Host {
         Rootfs::new(&self.instance.root, ct)
     }
 
-    fn config(&self, ct: &CtId) -> Result<CtConfig, HostError> {
+    pub(super) fn config(&self, ct: &CtId) -> Result<CtConfig, HostError> {
         if !self.exists(ct) {
             return Err(HostError::NoSuchContainer(ct.clone()));
         }
@@ -264,6 +265,7 @@ impl Host {
             config.values.insert("IP_ADDRESS".into(), list.join(" "));
         }
         let rootfs = self.rootfs(ct);
+        let _intent = journal::begin(&self.instance.root, ct, Op::Create)?;
         let result = (|| {
             rootfs.create()?;
             config.save(&self.instance.config_path(ct))?;
@@ -357,6 +359,7 @@ impl Host {
         if self.init_pid(ct).is_some() {
             return Err(HostError::Running(ct.clone()));
         }
+        let _intent = journal::begin(&self.instance.root, ct, Op::Start)?;
         let was_mounted = self.rootfs(ct).is_mounted();
         let result = self.launch(ct, &config);
         if let Err(e) = result {
@@ -425,6 +428,7 @@ impl Host {
         let Some(pid) = self.init_pid(ct) else {
             return Err(HostError::NotRunning(ct.clone()));
         };
+        let _intent = journal::begin(&self.instance.root, ct, Op::Stop)?;
         let cgroup = self.cgroup(ct)?;
         if !fast {
             let name = config
@@ -474,10 +478,12 @@ impl Host {
         if self.init_pid(ct).is_some() {
             self.stop(ct, true)?;
         }
+        // After the stop: its own intent would replace this one.
+        let _intent = journal::begin(&self.instance.root, ct, Op::Destroy)?;
         self.remove_everything(ct)
     }
 
-    fn remove_everything(&mut self, ct: &CtId) -> Result<(), HostError> {
+    pub(super) fn remove_everything(&mut self, ct: &CtId) -> Result<(), HostError> {
         let cgroup = self.cgroup(ct)?;
         if cgroup.exists() {
             let cgid = cgroup.id()?;

@@ -6,6 +6,7 @@ mod config;
 pub mod debootstrap;
 mod host;
 mod id;
+mod journal;
 pub mod launch;
 mod lifecycle;
 pub mod net;

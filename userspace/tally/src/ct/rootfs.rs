@@ -157,7 +157,7 @@ impl Rootfs {
 }
 
 /// Mount points in a mountinfo text (field 5, with the kernel's octal escapes undone).
-fn mount_points(info: &str) -> impl Iterator<Item = PathBuf> + '_ {
+pub(super) fn mount_points(info: &str) -> impl Iterator<Item = PathBuf> + '_ {
     info.lines().filter_map(|l| l.split(' ').nth(4)).map(unescape)
 }
 
