@@ -9,6 +9,7 @@
 //!        tally-itest bench start|density  tally against runc/crun; N containers at once
 
 mod abuse;
+mod api;
 mod bench;
 mod bench_density;
 mod bench_start;
@@ -44,5 +45,6 @@ fn main() {
     tests.extend(containers::tests());
     tests.extend(escape::tests());
     tests.extend(restart::tests());
+    tests.extend(api::tests());
     std::process::exit(harness::run(tests, &filter));
 }

@@ -68,6 +68,9 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
         .route("/v1/containers/{ctid}/attach", post(attach))
         .route("/v1/events", get(recent_events))
         .fallback(|| async { failure(ExitCode::BadArgument, "no such API route") })
+        // Requests are small (the largest carries an OpenVZ config file).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(root_only))
         .with_state(AppState { host, events });
     ready();
     let shutdown = async {
@@ -79,9 +82,44 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
         }
         log::info!("stopping; programs and counters stay pinned");
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// The largest request body tallyd reads.
+const MAX_BODY: usize = 256 * 1024;
+
+/// Who is on the other end of a connection (SO_PEERCRED).
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    uid: Option<u32>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> Self {
+        Peer {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+}
+
+/// The socket is root's (mode 0600); this holds even if someone loosens its mode.
+async fn root_only(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<Peer>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if peer.uid != Some(0) {
+        return failure(
+            ExitCode::PermissionDenied,
+            format!("tallyd's API is root's only (peer uid {:?})", peer.uid),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 struct Failure(ApiError);

@@ -14,6 +14,8 @@ use super::{ApiError, ExitCode};
 pub enum ClientError {
     #[error("cannot reach tallyd at {path}: {source} (is tallyd running?)")]
     Unreachable { path: PathBuf, source: std::io::Error },
+    #[error("permission denied on {path}: tallyd's API is root's only")]
+    Denied { path: PathBuf },
     #[error("talking to tallyd: {0}")]
     Protocol(String),
     #[error("{}", .0.message)]
@@ -24,6 +26,7 @@ impl ClientError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             ClientError::Unreachable { .. } => ExitCode::DaemonUnreachable,
+            ClientError::Denied { .. } => ExitCode::PermissionDenied,
             ClientError::Protocol(_) => ExitCode::SystemError,
             ClientError::Api(e) => e.code,
         }
@@ -67,9 +70,14 @@ impl Client {
         let stream =
             tokio::net::UnixStream::connect(&self.socket)
                 .await
-                .map_err(|source| ClientError::Unreachable {
-                    path: self.socket.clone(),
-                    source,
+                .map_err(|source| match source.kind() {
+                    std::io::ErrorKind::PermissionDenied => ClientError::Denied {
+                        path: self.socket.clone(),
+                    },
+                    _ => ClientError::Unreachable {
+                        path: self.socket.clone(),
+                        source,
+                    },
                 })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

@@ -1,0 +1,148 @@
+//! Misuse of tallyd's API: malformed JSON, unknown fields, wrong types, oversized bodies, bad
+//! paths, conflicting requests at once on one container, and clients that are not root. Each
+//! gets a clear error with its catalogue code, and nothing changes.
+
+use std::{
+    io::{Read, Write},
+    os::unix::{fs::PermissionsExt, net::UnixStream, process::CommandExt},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    check,
+    containers::{dir_names, ok},
+    env::Env,
+    harness::{Outcome, Test},
+    try_or_fail,
+};
+
+pub fn tests() -> Vec<Test> {
+    vec![Test {
+        name: "api_misuse_gets_clear_errors_and_changes_nothing",
+        run: misuse,
+    }]
+}
+
+/// One raw HTTP/1.1 request on the socket: (status, JSON body).
+fn raw(env: &Env, method: &str, path: &str, body: &[u8]) -> Result<(u16, serde_json::Value)> {
+    let mut s = UnixStream::connect(&env.socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: tallyd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    // The server may answer (and close) before it has read an oversized body.
+    let _ = s.write_all(body);
+    let mut text = Vec::new();
+    s.read_to_end(&mut text)?;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status in {text:?}"))?;
+    let json = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Ok((status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null)))
+}
+
+/// Everything of the instance a request could change.
+fn snapshot(env: &Env) -> Vec<String> {
+    let root = &env.instance.root;
+    let mut out: Vec<String> = ["conf", "private", "root", "template", "journal"]
+        .iter()
+        .flat_map(|d| dir_names(&root.join(d)).into_iter().map(move |n| format!("{d}/{n}")))
+        .collect();
+    for name in dir_names(&env.instance.config_dir()) {
+        out.push(std::fs::read_to_string(env.instance.config_dir().join(&name)).unwrap_or_default());
+    }
+    out
+}
+
+fn misuse(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(ok(env, &["create", "401"]), "create");
+    let before = snapshot(env);
+    let big = format!("{{\"import\":\"{}\"}}", "x".repeat(1 << 20));
+    let cases: &[(&str, &str, &[u8], u16, &str, &str)] = &[
+        ("POST", "/v1/containers/402", b"{not json", 400, "bad_argument", "malformed JSON"),
+        ("POST", "/v1/containers/402", br#"{"ostemplate":"busybox","bogus":1}"#, 400, "bad_argument", "an unknown field"),
+        ("POST", "/v1/containers/402", br#"{"ipadd":"10.77.40.2"}"#, 400, "bad_argument", "a wrong type"),
+        ("PUT", "/v1/containers/401/limits", br#"{"limits":{"numproc":5}}"#, 400, "bad_argument", "a wrong type in limits"),
+        ("PUT", "/v1/containers/401/limits", br#"{"limits":{"numproc":"9:1"}}"#, 400, "bad_value", "barrier above limit"),
+        ("PUT", "/v1/containers/401/limits", br#"{"limits":{"nosuchrow":"1"}}"#, 400, "bad_argument", "an unknown row"),
+        ("POST", "/v1/containers/402", big.as_bytes(), 400, "bad_argument", "a 1 MiB body"),
+        ("POST", "/v1/containers/%2e%2e%2fx", b"{}", 400, "bad_value", "a ../ container id"),
+        ("GET", "/v1/nosuch", b"", 400, "bad_argument", "an unknown route"),
+        ("POST", "/v1/containers/401/stop", b"", 400, "bad_argument", "a missing body"),
+    ];
+    for (method, path, body, status, code, what) in cases {
+        let (got, json) = try_or_fail!(raw(env, method, path, body), format!("{what}: the request"));
+        let message = json["message"].as_str().unwrap_or_default();
+        check!(
+            got == *status && json["code"].as_str() == Some(*code) && !message.is_empty(),
+            "{what}: {method} {path} answered {got} {json} (expected {status} with code {code} and a message)"
+        );
+        println!("    {what}: {got} {message}");
+        check!(snapshot(env) == before, "{what} changed the instance");
+    }
+
+    // Conflicting requests at once: the host takes them one by one.
+    let race = |args: &'static [&'static str], n: usize| -> Vec<Option<i32>> {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let mut cmd = env.tally_command();
+                cmd.args(args);
+                std::thread::spawn(move || cmd.output().ok().and_then(|o| o.status.code()))
+            })
+            .collect();
+        let mut codes: Vec<Option<i32>> = handles.into_iter().map(|h| h.join().unwrap_or(None)).collect();
+        codes.sort();
+        codes
+    };
+    let starts = race(&["start", "401"], 6);
+    check!(
+        starts == [Some(0), Some(32), Some(32), Some(32), Some(32), Some(32)],
+        "6 starts at once: exit codes {starts:?} (one start, the others 'running')"
+    );
+    let stops = race(&["stop", "401", "--fast"], 4);
+    check!(
+        stops == [Some(0), Some(31), Some(31), Some(31)],
+        "4 stops at once: exit codes {stops:?} (one stop, the others 'not running')"
+    );
+    let status = try_or_fail!(ok(env, &["status", "401"]), "status");
+    check!(status.trim() == "CTID 401 exist unmounted down", "after the races: {status}");
+    check!(snapshot(env) == before, "the races left the instance changed");
+
+    // Not root: the socket's mode keeps others out, and tallyd checks the peer itself too.
+    let as_nobody = |env: &Env| -> Result<std::process::Output> {
+        let mut cmd = env.tally_command();
+        cmd.args(["list", "-a"]).uid(65534).gid(65534);
+        Ok(cmd.output()?)
+    };
+    let out = try_or_fail!(as_nobody(env), "tally as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    check!(
+        out.status.code() == Some(12) && err.contains("root's only"),
+        "tally as nobody: exit {:?}: {err}",
+        out.status.code()
+    );
+    try_or_fail!(
+        std::fs::set_permissions(&env.socket, std::fs::Permissions::from_mode(0o666)),
+        "loosening the socket"
+    );
+    let out = as_nobody(env);
+    let _ = std::fs::set_permissions(&env.socket, std::fs::Permissions::from_mode(0o600));
+    let out = try_or_fail!(out, "tally as nobody on a loosened socket");
+    let err = String::from_utf8_lossy(&out.stderr);
+    check!(
+        out.status.code() == Some(12) && err.contains("peer uid Some(65534)"),
+        "tally as nobody on a 0666 socket: exit {:?}: {err}",
+        out.status.code()
+    );
+    check!(snapshot(env) == before, "non-root clients changed the instance");
+    try_or_fail!(ok(env, &["destroy", "401"]), "destroy");
+    Outcome::Pass
+}
