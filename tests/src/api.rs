@@ -19,10 +19,16 @@ use crate::{
 };
 
 pub fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "api_misuse_gets_clear_errors_and_changes_nothing",
-        run: misuse,
-    }]
+    vec![
+        Test {
+            name: "api_misuse_gets_clear_errors_and_changes_nothing",
+            run: misuse,
+        },
+        Test {
+            name: "the_systemd_unit_passes_systemd_analyze_verify",
+            run: systemd_unit,
+        },
+    ]
 }
 
 /// One raw HTTP/1.1 request on the socket: (status, JSON body).
@@ -144,5 +150,32 @@ fn misuse(env: &mut Env) -> Outcome {
     );
     check!(snapshot(env) == before, "non-root clients changed the instance");
     try_or_fail!(ok(env, &["destroy", "401"]), "destroy");
+    Outcome::Pass
+}
+
+/// userspace/tallyd/tallyd.service as systemd reads it, with ExecStart pointing at the tallyd
+/// under test (the unit names /usr/local/sbin/tallyd, where the README installs it).
+fn systemd_unit(env: &mut Env) -> Outcome {
+    let analyze = std::path::Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        let why = "no systemd-analyze here".to_string();
+        return if std::env::var_os("TALLY_ITEST_EMULATED").is_some() {
+            Outcome::Elsewhere(format!("{why} (the host tier runs this)"))
+        } else {
+            Outcome::Skip(why)
+        };
+    }
+    let unit = include_str!("../../userspace/tallyd/tallyd.service");
+    let tallyd = env.itest_binary().with_file_name("tallyd");
+    check!(unit.contains("ExecStart=/usr/local/sbin/tallyd "), "the unit's ExecStart: {unit}");
+    check!(unit.contains("KillMode=process"), "containers must outlive a tallyd restart: KillMode=process");
+    let copy = env.instance.root.join("tally-itest.service");
+    try_or_fail!(
+        std::fs::write(&copy, unit.replace("/usr/local/sbin/tallyd", &tallyd.display().to_string())),
+        "writing the unit"
+    );
+    let out = try_or_fail!(std::process::Command::new(analyze).arg("verify").arg(&copy).output(), "systemd-analyze");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    check!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {:?}: {said}", out.status.code());
     Outcome::Pass
 }

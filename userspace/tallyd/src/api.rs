@@ -336,3 +336,90 @@ async fn recent_events(State(state): State<AppState>, query: Query<EventsQuery>)
             .after(query.after),
     )
 }
+
+#[cfg(test)]
+mod openapi {
+    //! The OpenAPI document (userspace/tallyd/openapi.json) against the code: the same routes
+    //! and methods, and request schemas with exactly the fields the request types have.
+
+    use std::collections::BTreeSet;
+
+    const DOC: &str = include_str!("../openapi.json");
+    const SOURCE: &str = include_str!("api.rs");
+
+    fn doc() -> serde_json::Value {
+        serde_json::from_str(DOC).expect("openapi.json is JSON")
+    }
+
+    /// (path, method) of every `.route(...)` in this file's router.
+    fn routes_in_code() -> BTreeSet<(String, String)> {
+        let router = SOURCE.split(".fallback(").next().expect("a router");
+        let mut out = BTreeSet::new();
+        for chunk in router.split(".route(").skip(1) {
+            let path = chunk.split('"').nth(1).expect("a quoted path").to_string();
+            for method in ["get", "post", "put", "delete"] {
+                let used = chunk.match_indices(&format!("{method}(")).any(|(i, _)| {
+                    let before = chunk[..i].chars().last();
+                    matches!(before, Some('.') | Some(' ') | Some('\n') | Some('('))
+                });
+                if used {
+                    out.insert((path.clone(), method.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_document_has_the_routes_of_the_code() {
+        let doc = doc();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in ["get", "post", "put", "delete"] {
+                if item.get(method).is_some() {
+                    documented.insert((path.clone(), method.to_string()));
+                }
+            }
+        }
+        assert_eq!(documented, routes_in_code());
+    }
+
+    fn fields(value: serde_json::Value) -> BTreeSet<String> {
+        value.as_object().expect("an object").keys().cloned().collect()
+    }
+
+    fn schema_fields(name: &str) -> BTreeSet<String> {
+        let doc = doc();
+        let props = &doc["components"]["schemas"][name]["properties"];
+        props.as_object().unwrap_or_else(|| panic!("schema {name}")).keys().cloned().collect()
+    }
+
+    #[test]
+    fn request_schemas_have_the_fields_of_the_request_types() {
+        use tally::api::*;
+        let cases = [
+            ("CreateRequest", serde_json::to_value(CreateRequest::default())),
+            ("SetLimits", serde_json::to_value(SetLimits::default())),
+            ("Stop", serde_json::to_value(Stop::default())),
+            ("ImportTemplate", serde_json::to_value(ImportTemplate::default())),
+            ("CreateTemplate", serde_json::to_value(CreateTemplate::default())),
+            ("Attach", serde_json::to_value(Attach { pid: 1 })),
+            (
+                "Status",
+                serde_json::to_value(Status {
+                    exists: true,
+                    mounted: true,
+                    running: true,
+                    init_pid: Some(1),
+                }),
+            ),
+        ];
+        for (name, value) in cases {
+            assert_eq!(schema_fields(name), fields(value.unwrap()), "schema {name}");
+        }
+        let codes = doc()["components"]["schemas"]["ApiError"]["properties"]["code"]["enum"].clone();
+        for code in codes.as_array().expect("codes") {
+            serde_json::from_value::<ExitCode>(code.clone()).unwrap_or_else(|e| panic!("{code}: {e}"));
+        }
+    }
+}
