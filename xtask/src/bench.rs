@@ -2,7 +2,7 @@
 //! same run, on the host (its tier) and in a Debian 6.12 VM (full tier). `hooks`: fork/exit,
 //! open/close, socket/close, flock/unlock and 4 KiB read loops; `fork`: the first of them.
 //! Host only: `start` (create+start, exec and stop against runc and crun) and `density` (N
-//! containers with an httpd each: memory per container, tallyd's RSS).
+//! containers with an httpd each: memory per container, tallyd's RSS), both of the release build.
 
 use anyhow::{bail, Result};
 
@@ -32,16 +32,18 @@ pub fn run(args: Args) -> Result<()> {
         bail!("unknown benchmark '{}'; available: hooks, fork, start, density", args.name);
     }
     setup::run()?;
-    let bins = build_binaries()?;
     let host_only = match args.name.as_str() {
         "start" => Some(args.runs.to_string()),
         "density" => Some(args.n.to_string()),
         _ => None,
     };
     if let Some(count) = host_only {
-        println!("== host (debug build)");
+        // Latency and resident memory are measured on what users run: the release build.
+        let bins = build_release()?;
+        println!("== host (release build)");
         return run_cmd(std::process::Command::new(bins.join("tally-itest")).args(["bench", &args.name, &count]));
     }
+    let bins = build_binaries()?;
     let (rounds, forks) = (args.rounds.to_string(), args.ops.to_string());
     println!("== host");
     run_cmd(std::process::Command::new(bins.join("tally-itest")).args(["bench", &args.name, &rounds, &forks]))?;
@@ -64,4 +66,13 @@ pub fn run(args: Args) -> Result<()> {
         bail!("the VM benchmark failed (exit {:?})", b.exit_code);
     }
     Ok(())
+}
+
+/// tally, tallyd and tally-itest in the release profile; returns their directory.
+fn build_release() -> Result<std::path::PathBuf> {
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo.current_dir(root()).args(["build", "--release", "--bins"]);
+    run_cmd(cargo.args(["-p", "tally-cli", "-p", "tallyd", "-p", "tally-tests"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), Into::into);
+    Ok(target.join("release"))
 }

@@ -107,7 +107,7 @@ impl ContainerCgroup {
     /// No fixed sleep: cgroup2's cgroup.events polls POLLPRI when "populated" changes, so
     /// the wait ends as soon as the last task has exited. The kernel rate-limits those
     /// notifications (one per 10 ms per file) and v1 directories have none, so the wait is
-    /// also bounded by naps that start at 0.5 ms and double up to 20 ms.
+    /// also bounded by naps that start at 0.1 ms and double up to 20 ms.
     pub fn kill_and_wait(&self, timeout: Duration) -> Result<bool, CgroupError> {
         if !self.unified.is_dir() {
             return Ok(true);
@@ -227,8 +227,10 @@ impl ContainerCgroup {
     }
 }
 
-/// The first and the longest nap between two looks at a container's cgroups.
-const FIRST_NAP: Duration = Duration::from_micros(500);
+/// The first and the longest nap between two looks at a container's cgroups. A busybox
+/// container is gone some 0.1 to 0.3 ms after the kill, and its cgroup.events often cannot
+/// say so at once (it notified "populated 1" less than 10 ms before, at the start).
+const FIRST_NAP: Duration = Duration::from_micros(100);
 const LAST_NAP: Duration = Duration::from_millis(20);
 /// How long `destroy` waits for a cgroup to empty and to be removable.
 const RMDIR_PATIENCE: Duration = Duration::from_secs(5);
