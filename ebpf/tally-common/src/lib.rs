@@ -118,6 +118,17 @@ pub struct LimitHit {
     pub time_ns: u64,
 }
 
+/// Value of the `traffic` map: what one container's sockets sent and received, counted by
+/// the cgroup_skb programs (IP packets, GSO/GRO aggregates counted as their segments).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+}
+
 /// At most one limit-hit event per container and row per this many ns.
 pub const EVENT_INTERVAL_NS: u64 = 1_000_000_000;
 /// Size of the `events` ring buffer.
@@ -143,6 +154,7 @@ pub mod map_name {
     pub const CHARGES: &str = "charges";
     pub const STATS: &str = "stats";
     pub const EVENTS: &str = "events";
+    pub const TRAFFIC: &str = "traffic";
 }
 
 /// Capacity of the maps keyed by container (cgroup id).
@@ -157,6 +169,7 @@ const _: () = assert!(core::mem::size_of::<Counters>() == 32 * RESOURCE_COUNT);
 const _: () = assert!(core::mem::size_of::<LimitHit>() == 48);
 const _: () = assert!(core::mem::size_of::<Limits>() == 16 * RESOURCE_COUNT);
 const _: () = assert!(core::mem::size_of::<ChargeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<Traffic>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -168,4 +181,5 @@ mod pod {
     unsafe impl aya::Pod for super::Limits {}
     unsafe impl aya::Pod for super::ChargeKey {}
     unsafe impl aya::Pod for super::LimitHit {}
+    unsafe impl aya::Pod for super::Traffic {}
 }

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tally_common::{stat, ChargeKey, Counters, Limits, EVENTS_BYTES, MAX_CHARGED_OBJECTS, MAX_CONTAINERS};
+use tally_common::{stat, ChargeKey, Counters, Limits, Traffic, EVENTS_BYTES, MAX_CHARGED_OBJECTS, MAX_CONTAINERS};
 
 /// cgroup2 id -> every row's held/maxheld/failcnt. Written by programs (atomically);
 /// userspace creates the zeroed row when it registers a container.
@@ -25,6 +25,11 @@ pub static CHARGES: HashMap<ChargeKey, u64> = HashMap::with_max_entries(MAX_CHAR
 /// Limit-hit events (tally_common::LimitHit), rate-limited per container and row.
 #[map(name = "events")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// cgroup2 id -> the container's traffic (cgroup/skb.rs). The programs create a container's
+/// row at its first packet; userspace drops the rows of cgroups that are no longer containers.
+#[map(name = "traffic")]
+pub static TRAFFIC: HashMap<u64, Traffic> = HashMap::with_max_entries(MAX_CONTAINERS, 0);
 
 /// Failure counters (see tally_common::stat), per CPU.
 #[map(name = "stats")]

@@ -5,6 +5,7 @@
 
 mod api;
 mod events;
+mod metrics;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -35,6 +36,10 @@ struct Args {
     /// Detach tally's programs and remove this instance's pins (forgetting all counters), then exit.
     #[arg(long)]
     unload: bool,
+    /// Prometheus exporter address (GET /metrics), or `off`. When the default address is
+    /// taken (another tallyd), tallyd runs without the exporter; an address given here must bind.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -94,6 +99,21 @@ fn main() -> Result<()> {
     let pins = host.instance.pins();
     let host = Arc::new(std::sync::Mutex::new(host));
     let event_log = Arc::new(std::sync::Mutex::new(events::EventLog::default()));
+    let exporter = match metrics::bind(args.metrics.as_deref().unwrap_or(metrics::DEFAULT_ADDR)) {
+        Err(e) if args.metrics.is_none() => {
+            log::warn!("no exporter: {e:#}");
+            None
+        }
+        bound => bound?,
+    };
+    if let Some(listener) = exporter {
+        let exporter = metrics::Exporter {
+            host: host.clone(),
+            pins: pins.clone(),
+            tier,
+        };
+        runtime.spawn(metrics::serve(listener, Arc::new(exporter)));
+    }
     runtime.spawn(events::collect(pins, host.clone(), event_log.clone()));
     runtime.block_on(api::serve(host, event_log, args.socket, move || {
         // The line tests and scripts wait for (like sd_notify's READY=1).

@@ -2,7 +2,7 @@
 //! readers (`tally ubc`, tests) read counters without loading the object again.
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
-use tally_common::{map_name, stat, Counters, Limits};
+use tally_common::{map_name, stat, ChargeKey, Counters, Limits, Traffic};
 
 use super::{programs::PinLayout, KernelError};
 
@@ -108,4 +108,80 @@ impl<V: aya::Pod> Remove for HashMap<MapData, u64, V> {
     fn remove_key(&mut self, key: u64) -> Result<(), MapError> {
         self.remove(&key)
     }
+}
+
+/// The pinned `traffic` map: each container's bytes and packets in and out, as the
+/// cgroup_skb programs count them (read by the exporter when scraped).
+pub struct TrafficMap {
+    traffic: HashMap<MapData, u64, Traffic>,
+}
+
+impl TrafficMap {
+    pub fn open(pins: &PinLayout) -> Result<Self, KernelError> {
+        Ok(TrafficMap {
+            traffic: HashMap::try_from(Map::HashMap(open(pins, map_name::TRAFFIC)?)).map_err(|source| {
+                KernelError::Map {
+                    name: map_name::TRAFFIC,
+                    source,
+                }
+            })?,
+        })
+    }
+
+    /// The container's traffic; zero before its first packet.
+    pub fn traffic(&self, cgid: u64) -> Result<Traffic, KernelError> {
+        Ok(get(&self.traffic, cgid, map_name::TRAFFIC)?.unwrap_or_default())
+    }
+
+    /// Drops the rows of cgroups that are no longer containers (no limits row): the programs
+    /// make rows, and nothing else removes them when a container goes. Returns how many went.
+    pub fn forget_unregistered(&mut self, beancounters: &BeancounterMaps) -> Result<usize, KernelError> {
+        let keys: Vec<u64> = self.traffic.keys().flatten().collect();
+        let mut gone = 0;
+        for cgid in keys {
+            if beancounters.limits(cgid)?.is_none() {
+                match self.traffic.remove(&cgid) {
+                    Ok(()) | Err(MapError::KeyNotFound) => gone += 1,
+                    Err(source) => {
+                        return Err(KernelError::Map {
+                            name: map_name::TRAFFIC,
+                            source,
+                        })
+                    }
+                }
+            }
+        }
+        Ok(gone)
+    }
+}
+
+/// How full one of the instance's hash maps is.
+#[derive(Clone, Debug)]
+pub struct MapFill {
+    pub name: &'static str,
+    pub entries: u64,
+    pub capacity: u32,
+}
+
+/// Entries and capacity of the instance's hash maps (counters, limits, charges, traffic).
+/// Entries are counted by walking the keys: one syscall per entry.
+pub fn map_fill(pins: &PinLayout) -> Result<Vec<MapFill>, KernelError> {
+    fn fill<K: aya::Pod, V: aya::Pod>(pins: &PinLayout, name: &'static str) -> Result<MapFill, KernelError> {
+        let typed = |source: MapError| KernelError::Map { name, source };
+        let data = open(pins, name)?;
+        let capacity = data.info().map_err(typed)?.max_entries();
+        let map: HashMap<MapData, K, V> = HashMap::try_from(Map::HashMap(data)).map_err(typed)?;
+        let entries = map.keys().filter(Result::is_ok).count() as u64;
+        Ok(MapFill {
+            name,
+            entries,
+            capacity,
+        })
+    }
+    Ok(vec![
+        fill::<u64, Counters>(pins, map_name::COUNTERS)?,
+        fill::<u64, Limits>(pins, map_name::LIMITS)?,
+        fill::<ChargeKey, u64>(pins, map_name::CHARGES)?,
+        fill::<u64, Traffic>(pins, map_name::TRAFFIC)?,
+    ])
 }

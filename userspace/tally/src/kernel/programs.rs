@@ -11,7 +11,7 @@ use std::{
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
-        loaded_links, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSock, CgroupSysctl, FEntry, Lsm,
+        loaded_links, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSock, CgroupSysctl, FEntry, Lsm,
     },
     Btf, EbpfLoader,
 };
@@ -51,6 +51,8 @@ enum Hook {
     /// cgroup_device and cgroup_sysctl guards, on the same directory.
     CgroupDevice(&'static str),
     CgroupSysctl(&'static str),
+    /// A cgroup_skb program (its section gives ingress or egress), on the same directory.
+    CgroupSkb(&'static str),
 }
 
 /// Which way a program moves the counters; decides the order of detaching.
@@ -58,7 +60,7 @@ enum Hook {
 enum Side {
     Charge,
     Uncharge,
-    /// Neither: a guard that refuses without counting.
+    /// Neither: a guard that refuses without counting, or a traffic counter (no charge).
     Guard,
 }
 
@@ -78,7 +80,8 @@ impl ProgramSpec {
             | Hook::FEntry(n)
             | Hook::CgroupSock(n)
             | Hook::CgroupDevice(n)
-            | Hook::CgroupSysctl(n) => n,
+            | Hook::CgroupSysctl(n)
+            | Hook::CgroupSkb(n) => n,
         };
         ProgramSpec { name, hook, side }
     }
@@ -111,6 +114,8 @@ const FULL: &[ProgramSpec] = &[
     ProgramSpec::uncharge(Hook::Lsm("sk_free_security")),
     ProgramSpec::guard(Hook::CgroupDevice("device")),
     ProgramSpec::guard(Hook::CgroupSysctl("sysctl")),
+    ProgramSpec::guard(Hook::CgroupSkb("ingress")),
+    ProgramSpec::guard(Hook::CgroupSkb("egress")),
 ];
 
 /// Fallback tier: the same accounting from tracepoints; the pids controller refuses.
@@ -123,14 +128,17 @@ const FALLBACK: &[ProgramSpec] = &[
     ProgramSpec::uncharge(Hook::CgroupSock("sock_release")),
     ProgramSpec::guard(Hook::CgroupDevice("device")),
     ProgramSpec::guard(Hook::CgroupSysctl("sysctl")),
+    ProgramSpec::guard(Hook::CgroupSkb("ingress")),
+    ProgramSpec::guard(Hook::CgroupSkb("egress")),
 ];
 
-const PINNED_MAPS: [&str; 5] = [
+const PINNED_MAPS: [&str; 6] = [
     map_name::COUNTERS,
     map_name::LIMITS,
     map_name::CHARGES,
     map_name::STATS,
     map_name::EVENTS,
+    map_name::TRAFFIC,
 ];
 
 fn programs(tier: Tier) -> &'static [ProgramSpec] {
@@ -245,6 +253,18 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
                 // always coexists with other programs: "Single" is what passes no flags.
                 let id = p
                     .attach(&cgroup_dir, CgroupAttachMode::Single)
+                    .map_err(|e| program_err(describe_program_error(&e)))?;
+                let link = p.take_link(id).map_err(|e| program_err(e.to_string()))?;
+                FdLink::try_from(link).map_err(|e| program_err(format!("cgroup link cannot be pinned: {e}")))?
+            }
+            Hook::CgroupSkb(_) => {
+                let p: &mut CgroupSkb = program.try_into().map_err(|e| program_err(format!("{e}")))?;
+                p.load().map_err(|e| program_err(describe_program_error(&e)))?;
+                let direction = (*p.expected_attach_type())
+                    .ok_or_else(|| program_err("no ingress/egress in its section".into()))?;
+                // As for cgroup/sock: a link, no flags.
+                let id = p
+                    .attach(&cgroup_dir, direction, CgroupAttachMode::Single)
                     .map_err(|e| program_err(describe_program_error(&e)))?;
                 let link = p.take_link(id).map_err(|e| program_err(e.to_string()))?;
                 FdLink::try_from(link).map_err(|e| program_err(format!("cgroup link cannot be pinned: {e}")))?

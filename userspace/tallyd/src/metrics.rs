@@ -1,0 +1,371 @@
+//! The Prometheus exporter: `GET /metrics` on a TCP address (default 127.0.0.1:9477), in the
+//! text format. Everything is read when scraped (pinned maps, cgroup files), nothing polled:
+//! beancounter rows, per-container CPU, memory and traffic under tally's names and cAdvisor's,
+//! and tallyd's own health (map fill, failures inside programs, the scrape's duration).
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use anyhow::{Context, Result};
+use axum::{http::header, response::IntoResponse, routing::get, Router};
+use prometheus::{core::Collector, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use tally::{
+    cgroup::ContainerCgroup,
+    ct::{ContainerView, CtId, Host},
+    kernel::{
+        maps::{map_fill, BeancounterMaps, TrafficMap},
+        programs::PinLayout,
+        Tier,
+    },
+    ubc::Resource,
+};
+use tally_common::{stat, Traffic};
+
+/// `--metrics`'s default; `off` turns the exporter off.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9477";
+
+/// Binds the exporter's address (before tallyd says it is ready, so a scrape right after
+/// the ready line finds it). `None` for `off`.
+pub fn bind(addr: &str) -> Result<Option<std::net::TcpListener>> {
+    if addr == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--metrics {addr}: expected HOST:PORT or off"))?;
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding the exporter to {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(Some(listener))
+}
+
+/// What a scrape reads from.
+pub struct Exporter {
+    pub host: Arc<Mutex<Host>>,
+    pub pins: PinLayout,
+    pub tier: Tier,
+}
+
+pub async fn serve(listener: std::net::TcpListener, exporter: Arc<Exporter>) -> Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let exporter = exporter.clone();
+            async move {
+                match tokio::task::spawn_blocking(move || exporter.scrape()).await {
+                    Ok(Ok(text)) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+                    Ok(Err(e)) => {
+                        log::error!("scrape: {e:#}");
+                        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response()
+                    }
+                    Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// The families of one scrape (made afresh each time: a container that went is not
+/// reported again).
+struct Families {
+    registry: Registry,
+    ubc_held: IntGaugeVec,
+    ubc_maxheld: IntGaugeVec,
+    ubc_barrier: IntGaugeVec,
+    ubc_limit: IntGaugeVec,
+    ubc_failcnt: IntCounterVec,
+    running: IntGaugeVec,
+    processes: IntGaugeVec,
+    /// (tally's name labelled ctid, cAdvisor's labelled name + id), same value.
+    cpu: [prometheus::CounterVec; 2],
+    cpu_user: prometheus::CounterVec,
+    cpu_system: prometheus::CounterVec,
+    memory_usage: [IntGaugeVec; 2],
+    memory_working_set: [IntGaugeVec; 2],
+    memory_rss: IntGaugeVec,
+    memory_cache: IntGaugeVec,
+    memory_swap: IntGaugeVec,
+    /// rx bytes, tx bytes, rx packets, tx packets; each as [tally, cAdvisor].
+    network: [[IntCounterVec; 2]; 4],
+}
+
+const CT: &[&str] = &["ctid"];
+const CADVISOR: &[&str] = &["name", "id"];
+
+impl Families {
+    fn new() -> Result<Families> {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let seconds = |name: &str, help: &str, labels: &[&str]| -> Result<prometheus::CounterVec> {
+            let c = prometheus::CounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let row = &["ctid", "resource"];
+        let unit = "in the row's unit (/proc/user_beancounters: pages, bytes or objects)";
+        let network = |what: &str, dir: &str, help: &str| -> Result<[IntCounterVec; 2]> {
+            let help = format!("{help} by the container's sockets (cgroup_skb: IP packets)");
+            Ok([
+                counter(&format!("tally_container_network_{dir}_{what}_total"), &help, CT)?,
+                counter(&format!("container_network_{dir}_{what}_total"), &help, CADVISOR)?,
+            ])
+        };
+        Ok(Families {
+            ubc_held: gauge("tally_ubc_held", &format!("Beancounter held, {unit}"), row)?,
+            ubc_maxheld: gauge("tally_ubc_maxheld", &format!("Beancounter maxheld, {unit}"), row)?,
+            ubc_barrier: gauge("tally_ubc_barrier", &format!("Beancounter barrier, {unit}"), row)?,
+            ubc_limit: gauge("tally_ubc_limit", &format!("Beancounter limit, {unit}"), row)?,
+            ubc_failcnt: counter("tally_ubc_failcnt_total", "Beancounter failcnt: refused charges", row)?,
+            running: gauge("tally_container_running", "1 when the container's init runs", CT)?,
+            processes: gauge("tally_container_processes", "Processes in the container's cgroup", CT)?,
+            cpu: [
+                seconds("tally_container_cpu_seconds_total", "CPU time of the container (cgroup cpu.stat)", CT)?,
+                seconds("container_cpu_usage_seconds_total", "CPU time of the container (cgroup cpu.stat)", CADVISOR)?,
+            ],
+            cpu_user: seconds("container_cpu_user_seconds_total", "User CPU time of the container", CADVISOR)?,
+            cpu_system: seconds("container_cpu_system_seconds_total", "System CPU time of the container", CADVISOR)?,
+            memory_usage: [
+                gauge("tally_container_memory_usage_bytes", "Memory charged to the container", CT)?,
+                gauge("container_memory_usage_bytes", "Memory charged to the container", CADVISOR)?,
+            ],
+            memory_working_set: [
+                gauge(
+                    "tally_container_memory_working_set_bytes",
+                    "Memory usage less inactive file pages",
+                    CT,
+                )?,
+                gauge(
+                    "container_memory_working_set_bytes",
+                    "Memory usage less inactive file pages",
+                    CADVISOR,
+                )?,
+            ],
+            memory_rss: gauge("container_memory_rss", "Anonymous memory of the container", CADVISOR)?,
+            memory_cache: gauge("container_memory_cache", "Page cache charged to the container", CADVISOR)?,
+            memory_swap: gauge("container_memory_swap", "Swap used by the container", CADVISOR)?,
+            network: [
+                network("bytes", "receive", "Bytes received")?,
+                network("bytes", "transmit", "Bytes sent")?,
+                network("packets", "receive", "Packets received")?,
+                network("packets", "transmit", "Packets sent")?,
+            ],
+            registry,
+        })
+    }
+
+    fn container(&self, view: &ContainerView, cgroup: &ContainerCgroup, traffic: &Traffic, id: &str) {
+        let ct = view.ctid.as_str();
+        for r in Resource::ALL.iter().filter(|r| !r.is_dummy()) {
+            let Some(row) = view.beancounters.get(r.index()) else {
+                continue;
+            };
+            let labels = [ct, r.name()];
+            self.ubc_held.with_label_values(&labels).set(int(row.held));
+            self.ubc_maxheld.with_label_values(&labels).set(int(row.maxheld));
+            self.ubc_barrier.with_label_values(&labels).set(int(row.barrier));
+            self.ubc_limit.with_label_values(&labels).set(int(row.limit));
+            self.ubc_failcnt.with_label_values(&labels).inc_by(row.failcnt);
+        }
+        self.running
+            .with_label_values(&[ct])
+            .set(i64::from(view.status.running));
+        self.processes.with_label_values(&[ct]).set(view.pids.len() as i64);
+        let both = [&[ct][..], &[ct, id][..]];
+
+        let cpu = cpu_stat(cgroup);
+        for (family, labels) in self.cpu.iter().zip(both) {
+            family.with_label_values(labels).inc_by(cpu.usage);
+        }
+        self.cpu_user.with_label_values(&[ct, id]).inc_by(cpu.user);
+        self.cpu_system.with_label_values(&[ct, id]).inc_by(cpu.system);
+
+        if let Some(memory) = cgroup.has_memory().then(|| cgroup.memory_usage().ok()).flatten() {
+            // v2 keys, then v1's hierarchical ones.
+            let stat = |keys: [&str; 2]| keys.iter().find_map(|k| memory.stat.get(*k).copied()).unwrap_or(0);
+            let working_set = memory
+                .current
+                .saturating_sub(stat(["inactive_file", "total_inactive_file"]));
+            for (i, labels) in both.iter().enumerate() {
+                self.memory_usage[i].with_label_values(labels).set(int(memory.current));
+                self.memory_working_set[i].with_label_values(labels).set(int(working_set));
+            }
+            self.memory_rss
+                .with_label_values(&[ct, id])
+                .set(int(stat(["anon", "total_rss"])));
+            self.memory_cache
+                .with_label_values(&[ct, id])
+                .set(int(stat(["file", "total_cache"])));
+            self.memory_swap
+                .with_label_values(&[ct, id])
+                .set(int(memory.swap_current.unwrap_or(0)));
+        }
+
+        let values = [traffic.rx_bytes, traffic.tx_bytes, traffic.rx_packets, traffic.tx_packets];
+        for (pair, value) in self.network.iter().zip(values) {
+            for (family, labels) in pair.iter().zip(both) {
+                family.with_label_values(labels).inc_by(value);
+            }
+        }
+    }
+}
+
+/// Gauges are i64: UNLIMITED (i64::MAX) fits, larger values are clamped.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[derive(Default)]
+struct CpuSeconds {
+    usage: f64,
+    user: f64,
+    system: f64,
+}
+
+/// cpu.stat of the container's cgroup2 directory (cgroup2 keeps it for every cgroup, with
+/// or without the cpu controller; a hybrid host's v1 cpu hierarchy does not matter).
+fn cpu_stat(cgroup: &ContainerCgroup) -> CpuSeconds {
+    let text = std::fs::read_to_string(cgroup.unified.join("cpu.stat")).unwrap_or_default();
+    let usec = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+            .unwrap_or(0) as f64
+            / 1e6
+    };
+    CpuSeconds {
+        usage: usec("usage_usec"),
+        user: usec("user_usec"),
+        system: usec("system_usec"),
+    }
+}
+
+impl Exporter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Host> {
+        self.host.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One scrape, as text. The host is locked once per container, not for the whole scrape,
+    /// so that API requests go on meanwhile.
+    fn scrape(&self) -> Result<String> {
+        let started = Instant::now();
+        let families = Families::new()?;
+        let beancounters = BeancounterMaps::open(&self.pins)?;
+        let mut traffic = TrafficMap::open(&self.pins)?;
+        // Rows of destroyed containers go (nothing else removes them).
+        traffic.forget_unregistered(&beancounters)?;
+
+        let (instance, ids) = {
+            let host = self.lock();
+            (host.instance.name.clone(), host.configured()?)
+        };
+        let mut unreadable = 0;
+        for ct in &ids {
+            let read = || -> Result<(ContainerView, ContainerCgroup)> {
+                let host = self.lock();
+                Ok((host.view(ct)?, host.cgroup(ct)?))
+            };
+            match read() {
+                Ok((view, cgroup)) => {
+                    let rows = traffic.traffic(view.cgroup_id)?;
+                    families.container(&view, &cgroup, &rows, &cadvisor_id(&instance, ct));
+                }
+                // Destroyed between the listing and now, or its cgroup gone: not reported.
+                Err(e) => {
+                    log::debug!("scrape: CT {ct}: {e:#}");
+                    unreadable += 1;
+                }
+            }
+        }
+        self.health(&families.registry, &beancounters, ids.len(), unreadable)?;
+
+        let scrape = prometheus::Gauge::with_opts(Opts::new(
+            "tally_scrape_duration_seconds",
+            "How long this scrape took to read everything (before encoding)",
+        ))?;
+        scrape.set(started.elapsed().as_secs_f64());
+        families.registry.register(Box::new(scrape))?;
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&families.registry.gather(), &mut out)?;
+        Ok(String::from_utf8(out)?)
+    }
+
+    /// tallyd's own metrics.
+    fn health(&self, registry: &Registry, maps: &BeancounterMaps, containers: usize, unreadable: usize) -> Result<()> {
+        let register = |c: Box<dyn Collector>| registry.register(c);
+        let info = IntGaugeVec::new(
+            Opts::new("tally_info", "tallyd's version and enforcement tier"),
+            &["version", "tier"],
+        )?;
+        info.with_label_values(&[env!("CARGO_PKG_VERSION"), &self.tier.to_string()])
+            .set(1);
+        register(Box::new(info))?;
+        let gauge = |name: &str, help: &str, value: i64| -> Result<()> {
+            let g = prometheus::IntGauge::new(name, help)?;
+            g.set(value);
+            Ok(register(Box::new(g))?)
+        };
+        gauge("tally_containers", "Containers (with a config)", containers as i64)?;
+        gauge(
+            "tally_scrape_unreadable_containers",
+            "Containers this scrape could not read (destroyed meanwhile)",
+            unreadable as i64,
+        )?;
+
+        let entries = IntGaugeVec::new(
+            Opts::new("tally_bpf_map_entries", "Entries in tally's BPF hash maps"),
+            &["map"],
+        )?;
+        let capacity = IntGaugeVec::new(
+            Opts::new("tally_bpf_map_capacity", "Capacity (max_entries) of tally's BPF hash maps"),
+            &["map"],
+        )?;
+        for fill in map_fill(&self.pins)? {
+            entries.with_label_values(&[fill.name]).set(fill.entries as i64);
+            capacity.with_label_values(&[fill.name]).set(i64::from(fill.capacity));
+        }
+        register(Box::new(entries))?;
+        register(Box::new(capacity))?;
+
+        let failures = maps.program_failures()?;
+        for (index, name, help) in [
+            (
+                stat::EVENTS_LOST,
+                "tally_bpf_events_lost_total",
+                "Limit-hit events dropped: the ring buffer was full",
+            ),
+            (
+                stat::CHARGE_MAP_FULL,
+                "tally_bpf_charge_map_full_total",
+                "Charges undone because the charges map was full",
+            ),
+            (
+                stat::UNCHARGE_ORPHAN,
+                "tally_bpf_uncharge_orphans_total",
+                "Uncharges that found no container row",
+            ),
+        ] {
+            let c = prometheus::IntCounter::new(name, help)?;
+            c.inc_by(failures[index as usize]);
+            register(Box::new(c))?;
+        }
+        Ok(())
+    }
+}
+
+/// cAdvisor's `id`: the container's cgroup path from the cgroup2 root.
+fn cadvisor_id(instance: &str, ct: &CtId) -> String {
+    format!("/{instance}/{ct}")
+}
