@@ -22,6 +22,10 @@ pub fn tests() -> Vec<Test> {
             name: "validate_exits_2_on_an_error_and_0_on_advice",
             run: validate_levels,
         },
+        Test {
+            name: "top_puts_the_container_at_its_limit_first_with_its_row_and_failcnt",
+            run: top,
+        },
     ]
 }
 
@@ -164,5 +168,48 @@ fn validate_levels(env: &mut Env) -> Outcome {
         offline.status.code() == Some(2) && text.contains("Error: tcpsndbuf"),
         "{text}"
     );
+    Outcome::Pass
+}
+
+/// `tally top -b`: the container whose numproc is at its barrier (a fork storm holds it there)
+/// comes first, with numproc as its nearest row at 100% and the failcnt tally ubc reports; an
+/// idle container comes after it.
+fn top(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    for (ct, args) in [("601", vec!["--numproc", "6:6"]), ("602", vec!["--numproc", "50:50"])] {
+        let out = try_or_fail!(env.set(ct, &args), "tally set");
+        check!(out.status.success(), "tally set: {}", String::from_utf8_lossy(&out.stderr));
+        try_or_fail!(crate::containers::ok(env, &["start", ct]), "start");
+    }
+    let storm = try_or_fail!(
+        crate::numproc::Running::start(env.workload_in("601", &["forks", "10"])),
+        "fork storm"
+    );
+    let row = env.ubc_row("601", Resource::NumProc);
+    let out = env.tally(&["top", "-b", "-n", "2", "-d", "0.2"]);
+    let ended = storm.release();
+    let row = try_or_fail!(row, "numproc of 601");
+    let out = try_or_fail!(out, "tally top");
+    try_or_fail!(ended, "ending the storm");
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{}", text.lines().take(4).collect::<Vec<_>>().join("\n"));
+    check!(out.status.success(), "tally top: {}", String::from_utf8_lossy(&out.stderr));
+    let screens: Vec<&str> = text.split("tally top - ").filter(|s| !s.trim().is_empty()).collect();
+    check!(screens.len() == 2, "-n 2 gave {} screens:\n{text}", screens.len());
+    for screen in screens {
+        let lines: Vec<&str> = screen.lines().skip(2).filter(|l| !l.trim().is_empty()).collect();
+        check!(lines.len() == 2, "two running containers, two lines:\n{screen}");
+        let first: Vec<&str> = lines[0].split_whitespace().collect();
+        check!(
+            first.first() == Some(&"601") && first.get(3) == Some(&"100%"),
+            "601 at its barrier comes first:\n{screen}"
+        );
+        let expect = format!("numproc 6/6 100% fc {}", row.failcnt);
+        check!(
+            row.failcnt > 0 && lines[0].contains(&expect),
+            "601's nearest row should read {expect:?}:\n{screen}"
+        );
+        check!(lines[1].starts_with("602 "), "602 comes second:\n{screen}");
+    }
     Outcome::Pass
 }

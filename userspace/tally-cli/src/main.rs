@@ -61,6 +61,8 @@ enum Command {
     Destroy(cmd::destroy::Args),
     /// Limit-hit events ("resource shortage"), newest last.
     Events(cmd::events::Args),
+    /// A live view of the containers nearest to their barriers (like top, or vzubc -w).
+    Top(cmd::top::Args),
     /// vzcfgvalidate's checks of a container's limits; exit 2 on an error.
     Validate(cmd::validate::Args),
 }
@@ -123,6 +125,7 @@ fn main() {
         Command::Ubc(a) => block_on(cmd::ubc::run(&client, a)),
         Command::Destroy(a) => block_on(cmd::destroy::run(&client, a)),
         Command::Events(a) => block_on(cmd::events::run(&client, a)),
+        Command::Top(a) => block_on(cmd::top::run(&client, a)),
         Command::Validate(a) => cmd::validate::run(&client, a),
     };
     match result {

@@ -12,5 +12,6 @@ pub mod start;
 pub mod status;
 pub mod stop;
 pub mod template;
+pub mod top;
 pub mod ubc;
 pub mod validate;
