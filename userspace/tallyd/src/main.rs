@@ -56,6 +56,11 @@ fn main() -> Result<()> {
     if argv.nth(1).as_deref() == Some(tally::ct::launch::LAUNCHER_ARG) {
         tally::ct::launch::launcher_main(&argv.next().unwrap_or_default());
     }
+    // Host operations run one at a time (the Host sits behind a mutex), on whichever thread of
+    // the blocking pool: glibc's arena per thread (up to 8 per core) would only keep freed
+    // memory apart, some 130 kB each. Two arenas.
+    // SAFETY: mallopt changes malloc's tuning; no other thread exists yet.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
     let instance = Instance::new(&args.instance, &args.root)?;
