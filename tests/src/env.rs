@@ -54,6 +54,16 @@ impl Env {
     }
 
     pub fn start_tallyd_in(&mut self, tier: &str) -> Result<String> {
+        self.start_tallyd_in_with(tier, &[])
+    }
+
+    /// `start_tallyd` with more arguments for tallyd (say `--metrics 127.0.0.1:PORT`).
+    pub fn start_tallyd_with(&mut self, extra: &[&str]) -> Result<String> {
+        let tier = std::env::var("TALLY_ITEST_TIER").unwrap_or_else(|_| "auto".into());
+        self.start_tallyd_in_with(&tier, extra)
+    }
+
+    fn start_tallyd_in_with(&mut self, tier: &str, extra: &[&str]) -> Result<String> {
         if self.daemon.is_some() {
             bail!("tallyd already running");
         }
@@ -63,6 +73,7 @@ impl Env {
             .args(["--instance", &self.instance.name, "--tier", tier])
             .arg("--socket")
             .arg(&self.socket)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -21,6 +21,7 @@ mod exact;
 mod harness;
 mod numproc;
 mod probe;
+mod prometheus;
 mod restart;
 mod rows;
 mod views;
@@ -44,6 +45,7 @@ fn main() {
     tests.extend(abuse::tests());
     tests.extend(containers::tests());
     tests.extend(escape::tests());
+    tests.extend(prometheus::tests());
     tests.extend(restart::tests());
     tests.extend(api::tests());
     std::process::exit(harness::run(tests, &filter));
