@@ -369,3 +369,87 @@ impl Exporter {
 fn cadvisor_id(instance: &str, ct: &CtId) -> String {
     format!("/{instance}/{ct}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally::ubc::Beancounter;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tally-unit-metrics-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn cpu_seconds_come_from_cpu_stat_in_microseconds() {
+        let dir = scratch("cpu");
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n").unwrap();
+        let cgroup = ContainerCgroup {
+            unified: dir.clone(),
+            controllers: Default::default(),
+        };
+        let cpu = cpu_stat(&cgroup);
+        assert_eq!((cpu.usage, cpu.user, cpu.system), (2.5, 2.0, 0.5));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_container_is_exported_under_tallys_and_cadvisors_names() {
+        let dir = scratch("names");
+        std::fs::write(dir.join("cpu.stat"), "usage_usec 1000000\n").unwrap();
+        let cgroup = ContainerCgroup {
+            unified: dir.clone(),
+            controllers: Default::default(),
+        };
+        let mut beancounters = vec![Beancounter::unlimited(); tally_common::RESOURCE_COUNT];
+        beancounters[Resource::NumProc.index()] = Beancounter {
+            held: 20,
+            maxheld: 20,
+            barrier: 20,
+            limit: 20,
+            failcnt: 11,
+        };
+        let view = ContainerView {
+            ctid: CtId::parse("101").unwrap(),
+            status: Default::default(),
+            ostemplate: String::new(),
+            hostname: String::new(),
+            ip_address: vec![],
+            cgroup_id: 7,
+            pids: vec![1, 2],
+            beancounters,
+        };
+        let traffic = Traffic {
+            rx_bytes: 1500,
+            rx_packets: 1,
+            tx_bytes: 3000,
+            tx_packets: 2,
+        };
+        let families = Families::new().unwrap();
+        families.container(&view, &cgroup, &traffic, &cadvisor_id("tally", &view.ctid));
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&families.registry.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            r#"tally_ubc_held{ctid="101",resource="numproc"} 20"#,
+            r#"tally_ubc_failcnt_total{ctid="101",resource="numproc"} 11"#,
+            // UNLIMITED, as the float Prometheus keeps (2^63).
+            r#"tally_ubc_barrier{ctid="101",resource="numfile"} 9223372036854776000"#,
+            r#"tally_container_cpu_seconds_total{ctid="101"} 1"#,
+            r#"container_cpu_usage_seconds_total{id="/tally/101",name="101"} 1"#,
+            r#"tally_container_network_receive_bytes_total{ctid="101"} 1500"#,
+            r#"container_network_transmit_packets_total{id="/tally/101",name="101"} 2"#,
+            r#"tally_container_processes{ctid="101"} 2"#,
+            "# TYPE tally_ubc_failcnt_total counter",
+            "# TYPE tally_ubc_held gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line} in:\n{text}");
+        }
+        // OpenVZ's dummy rows are not exported.
+        assert!(!text.contains("resource=\"dummy\""));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
