@@ -101,6 +101,8 @@ pub enum HostError {
     BadBridge(String),
     #[error("user namespace: {0}")]
     Userns(String),
+    #[error("file cache: {0}")]
+    Cache(#[from] super::cache::CacheError),
     #[error("IP address {addr} is in use by container {by}")]
     AddressInUse { addr: std::net::Ipv4Addr, by: CtId },
     #[error("no sample config '{0}' (samples: {1})")]

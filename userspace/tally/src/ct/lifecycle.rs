@@ -339,7 +339,16 @@ impl Host {
             .cloned()
             .unwrap_or_else(|| template::DEFAULT.into());
         let tpl = self.templates().get(&name)?;
-        self.rootfs(ct).mount(&tpl.rootfs, userns_base(&config)?)?;
+        let rootfs = self.rootfs(ct);
+        if !rootfs.is_mounted() {
+            // Files the dedup cache promoted since the last mount become links now, while
+            // nothing has the upper directory under an overlay.
+            let root = &self.instance.root;
+            let store = super::cache::Store::new(root, super::cache::Settings::load(root)?.cap);
+            let upper = rootfs.private.join("upper");
+            super::cache::layer::apply(root, &store, ct.as_str(), &upper, &rootfs.cache_layer())?;
+        }
+        rootfs.mount(&tpl.rootfs, userns_base(&config)?)?;
         self.status(ct)
     }
 
@@ -493,6 +502,7 @@ impl Host {
         }
         let config = self.config(ct).ok();
         let _ = net::remove(&self.instance.name, ct, config.as_ref().and_then(bridge_of));
+        super::cache::layer::forget(&self.instance.root, ct.as_str());
         self.rootfs(ct).destroy()?;
         let path = self.instance.config_path(ct);
         match std::fs::remove_file(&path) {

@@ -2,6 +2,7 @@
 //! (overlay), network (netlink), the launch of their init into fresh namespaces, and the
 //! lifecycle on the host (cgroups, beancounter registration, limits applied per tier).
 
+pub mod cache;
 mod config;
 pub mod debootstrap;
 mod host;

@@ -81,40 +81,58 @@ impl Rootfs {
             return Ok(());
         }
         let (upper, work) = (self.private.join("upper"), self.private.join("work"));
-        let lower = match userns_base {
-            None => template.to_path_buf(),
-            Some(base) => {
-                let lower = self.private.join("lower");
-                fs::create_dir_all(&lower).map_err(io(&lower))?;
-                nix::unistd::chown(&upper, Some(base.into()), Some(base.into())).map_err(|e| RootfsError::Io {
-                    path: upper.clone(),
-                    source: e.into(),
-                })?;
-                super::userns::make(base)
-                    .and_then(|ns| super::userns::mount_idmapped(template, &lower, &ns))
-                    .map_err(io(&lower))?;
-                lower
+        // The cache layer (files shared through the dedup cache) sits above the template.
+        let cache = self.cache_layer();
+        let cache = fs::read_dir(&cache).is_ok_and(|mut d| d.next().is_some()).then_some(cache);
+        let mut layers: Vec<PathBuf> = cache.into_iter().chain([template.to_path_buf()]).collect();
+        let mut idmapped: Vec<PathBuf> = Vec::new();
+        if let Some(base) = userns_base {
+            nix::unistd::chown(&upper, Some(base.into()), Some(base.into())).map_err(|e| RootfsError::Io {
+                path: upper.clone(),
+                source: e.into(),
+            })?;
+            let ns = super::userns::make(base).map_err(io(&self.private))?;
+            let count = layers.len();
+            for (i, layer) in layers.iter_mut().enumerate() {
+                // private/lower is the template's; private/lower-cache the cache layer's.
+                let at = self.private.join(if i + 1 == count { "lower" } else { "lower-cache" });
+                fs::create_dir_all(&at).map_err(io(&at))?;
+                if let Err(e) = super::userns::mount_idmapped(layer, &at, &ns) {
+                    for m in &idmapped {
+                        let _ = umount2(m, MntFlags::MNT_DETACH);
+                    }
+                    return Err(io(&at)(e));
+                }
+                idmapped.push(at.clone());
+                *layer = at;
             }
-        };
-        let result = self.mount_overlay(&lower, &upper, &work);
-        if userns_base.is_some() {
-            // The overlay holds its own copy of the idmapped mount.
-            let _ = umount2(&lower, MntFlags::MNT_DETACH);
+        }
+        let result = self.mount_overlay(&layers, &upper, &work);
+        // The overlay holds its own copies of the idmapped mounts.
+        for m in &idmapped {
+            let _ = umount2(m, MntFlags::MNT_DETACH);
         }
         result
     }
 
-    fn mount_overlay(&self, template: &Path, upper: &Path, work: &Path) -> Result<(), RootfsError> {
-        for p in [template, upper, work] {
+    /// VE_PRIVATE/cache: hardlinks to the dedup cache's objects (see [`super::cache`]).
+    pub fn cache_layer(&self) -> PathBuf {
+        self.private.join("cache")
+    }
+
+    /// `lower`: the lower layers, topmost first.
+    fn mount_overlay(&self, lower: &[PathBuf], upper: &Path, work: &Path) -> Result<(), RootfsError> {
+        for p in lower.iter().map(PathBuf::as_path).chain([upper, work]) {
             let s = p.to_string_lossy();
             if s.contains(',') || s.contains(':') {
                 return Err(RootfsError::BadPath(p.to_path_buf()));
             }
         }
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let lower: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
-            template.display(),
+            lower.join(":"),
             upper.display(),
             work.display()
         );
