@@ -129,6 +129,35 @@ pub struct Traffic {
     pub tx_packets: u64,
 }
 
+/// Key of the `file_reads` map: one file as one container reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    /// The reader's container (cgroup2 id).
+    pub cgroup_id: u64,
+    pub ino: u64,
+    /// The file's `i_sb->s_dev`, as the kernel encodes it: `major << 20 | minor`.
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+/// Value of the `file_reads` map: what one container read of one file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileReadCounts {
+    /// Read calls (read, pread64, readv, preadv, preadv2, sendfile, splice, copy_file_range)
+    /// that returned without error, EOF included.
+    pub reads: u64,
+    /// What those calls returned, summed.
+    pub bytes: u64,
+    /// When the last of them returned: bpf_ktime_get_ns, CLOCK_MONOTONIC ns.
+    pub last_read_ns: u64,
+}
+
+/// Capacity of `file_reads`, an LRU hash: the least recently read files leave first, so an
+/// insert is never refused.
+pub const MAX_FILE_READS: u32 = 65536;
+
 /// At most one limit-hit event per container and row per this many ns.
 pub const EVENT_INTERVAL_NS: u64 = 1_000_000_000;
 /// Size of the `events` ring buffer.
@@ -155,6 +184,7 @@ pub mod map_name {
     pub const STATS: &str = "stats";
     pub const EVENTS: &str = "events";
     pub const TRAFFIC: &str = "traffic";
+    pub const FILE_READS: &str = "file_reads";
 }
 
 /// Capacity of the maps keyed by container (cgroup id).
@@ -170,6 +200,8 @@ const _: () = assert!(core::mem::size_of::<LimitHit>() == 48);
 const _: () = assert!(core::mem::size_of::<Limits>() == 16 * RESOURCE_COUNT);
 const _: () = assert!(core::mem::size_of::<ChargeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Traffic>() == 32);
+const _: () = assert!(core::mem::size_of::<FileKey>() == 24);
+const _: () = assert!(core::mem::size_of::<FileReadCounts>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -182,4 +214,6 @@ mod pod {
     unsafe impl aya::Pod for super::ChargeKey {}
     unsafe impl aya::Pod for super::LimitHit {}
     unsafe impl aya::Pod for super::Traffic {}
+    unsafe impl aya::Pod for super::FileKey {}
+    unsafe impl aya::Pod for super::FileReadCounts {}
 }

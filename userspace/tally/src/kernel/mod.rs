@@ -1,6 +1,7 @@
 //! The kernel boundary for BPF: what this kernel offers (`probe`, which decides the tier),
 //! loading and pinning tally's programs (`programs`), the pinned beancounter maps (`maps`),
-//! and struct offsets from the kernel's BTF (`btf`).
+//! the per-container file-read statistics (`reads`), and struct offsets from the kernel's BTF
+//! (`btf`).
 
 pub mod btf;
 pub mod events;
@@ -8,6 +9,7 @@ pub mod maps;
 pub mod probe;
 pub mod programs;
 mod rawlink;
+pub mod reads;
 
 pub use probe::{HostReport, Tier};
 
