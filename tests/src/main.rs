@@ -22,6 +22,7 @@ mod harness;
 mod numproc;
 mod probe;
 mod prometheus;
+mod reads;
 mod restart;
 mod rows;
 mod views;
@@ -48,5 +49,6 @@ fn main() {
     tests.extend(prometheus::tests());
     tests.extend(restart::tests());
     tests.extend(api::tests());
+    tests.extend(reads::tests());
     std::process::exit(harness::run(tests, &filter));
 }

@@ -2,7 +2,7 @@
 //! (rustc emits no CO-RE relocations). The loader overrides these read-only globals, so the
 //! verifier sees constants.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 
 #[unsafe(no_mangle)]
 static CGROUP_KN_OFFSET: u64 = 0;
@@ -18,6 +18,43 @@ static SOCKET_SK_OFFSET: u64 = 0;
 static FILE_F_INODE_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static INODE_I_RDEV_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static INODE_I_MODE_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static INODE_I_INO_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static INODE_I_SB_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static SUPER_BLOCK_S_DEV_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static SUPER_BLOCK_S_MAGIC_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static FILE_PRIVATE_DATA_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static TASK_STRUCT_FILES_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static FILES_STRUCT_FDT_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static FDTABLE_MAX_FDS_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static FDTABLE_FD_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static PT_REGS_ORIG_AX_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static PT_REGS_DI_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static PT_REGS_SI_OFFSET: u64 = 0;
+
+/// How an overlayfs file leads to the real file it reads from (userspace finds out from the
+/// overlay's BTF): 0, `private_data` is the real file (Linux up to 6.12); 1, it points to a
+/// `struct ovl_file` with the real file at OVL_FILE_REALFILE and, once the file was copied
+/// up, the upper file at OVL_FILE_UPPERFILE (6.13 on).
+#[unsafe(no_mangle)]
+static OVL_FILE_INDIRECT: u64 = 0;
+#[unsafe(no_mangle)]
+static OVL_FILE_REALFILE: u64 = 0;
+#[unsafe(no_mangle)]
+static OVL_FILE_UPPERFILE: u64 = 8;
 
 #[inline(always)]
 fn offset(global: &'static u64) -> u64 {
@@ -57,4 +94,90 @@ pub fn socket_sk(sock: u64) -> Option<u64> {
 pub fn file_rdev(file: u64) -> Option<u32> {
     let inode: u64 = read(file, offset(&FILE_F_INODE_OFFSET))?;
     read(inode, offset(&INODE_I_RDEV_OFFSET))
+}
+
+/// A file as the read statistics key it: its inode number and its superblock's dev_t.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub ino: u64,
+    pub dev: u32,
+    /// 1: an overlayfs file, which reads a real file behind it.
+    pub overlay: u32,
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFREG: u16 = 0o100000;
+const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c7630;
+/// Pseudo-filesystems whose regular files are interfaces, not data: /proc, /sys, cgroupfs.
+const PSEUDO_MAGICS: [u64; 4] = [0x9fa0, 0x62656572, 0x27e0eb, 0x63677270];
+
+/// The id of `file` when it is a regular file worth counting (not on a pseudo-filesystem).
+#[inline(always)]
+pub fn regular_file(file: u64) -> Option<FileId> {
+    let inode: u64 = read(file, offset(&FILE_F_INODE_OFFSET))?;
+    let mode: u16 = read(inode, offset(&INODE_I_MODE_OFFSET))?;
+    if mode & S_IFMT != S_IFREG {
+        return None;
+    }
+    let sb: u64 = read(inode, offset(&INODE_I_SB_OFFSET))?;
+    let magic: u64 = read(sb, offset(&SUPER_BLOCK_S_MAGIC_OFFSET))?;
+    if PSEUDO_MAGICS.contains(&magic) {
+        return None;
+    }
+    Some(FileId {
+        dev: read(sb, offset(&SUPER_BLOCK_S_DEV_OFFSET))?,
+        ino: read(inode, offset(&INODE_I_INO_OFFSET))?,
+        overlay: u32::from(magic == OVERLAYFS_SUPER_MAGIC),
+    })
+}
+
+/// The real (upper or lower) file an overlayfs `file` reads from.
+#[inline(always)]
+pub fn overlay_real_file(file: u64) -> Option<u64> {
+    let private: u64 = read(file, offset(&FILE_PRIVATE_DATA_OFFSET))?;
+    if private == 0 {
+        return None;
+    }
+    if offset(&OVL_FILE_INDIRECT) == 0 {
+        return Some(private);
+    }
+    // After a copy-up the upper file is the one read.
+    let upper: u64 = read(private, offset(&OVL_FILE_UPPERFILE)).unwrap_or(0);
+    if upper != 0 {
+        return Some(upper);
+    }
+    read::<u64>(private, offset(&OVL_FILE_REALFILE)).filter(|f| *f != 0)
+}
+
+/// The file behind descriptor `fd` of the current task (task->files->fdt->fd[fd]).
+#[inline(always)]
+pub fn current_fd_file(fd: u64) -> Option<u64> {
+    // SAFETY: a BPF helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, offset(&TASK_STRUCT_FILES_OFFSET))?;
+    let fdt: u64 = read(files, offset(&FILES_STRUCT_FDT_OFFSET))?;
+    let max_fds: u32 = read(fdt, offset(&FDTABLE_MAX_FDS_OFFSET))?;
+    if fd >= max_fds as u64 {
+        return None;
+    }
+    let fds: u64 = read(fdt, offset(&FDTABLE_FD_OFFSET))?;
+    read::<u64>(fds, fd * 8).filter(|f| *f != 0)
+}
+
+/// The syscall number a sys_exit tracepoint's `regs` belong to (x86-64: orig_ax).
+#[inline(always)]
+pub fn syscall_nr(regs: u64) -> Option<u64> {
+    read(regs, offset(&PT_REGS_ORIG_AX_OFFSET))
+}
+
+/// Argument 0 or 1 of the syscall (x86-64: di, si).
+#[inline(always)]
+pub fn syscall_arg(regs: u64, n: u8) -> Option<u64> {
+    let off = if n == 0 {
+        offset(&PT_REGS_DI_OFFSET)
+    } else {
+        offset(&PT_REGS_SI_OFFSET)
+    };
+    read(regs, off)
 }

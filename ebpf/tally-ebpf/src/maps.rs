@@ -3,9 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tally_common::{stat, ChargeKey, Counters, Limits, Traffic, EVENTS_BYTES, MAX_CHARGED_OBJECTS, MAX_CONTAINERS};
+use tally_common::{
+    stat, ChargeKey, Counters, FileKey, FileReadCounts, Limits, Traffic, EVENTS_BYTES, MAX_CHARGED_OBJECTS,
+    MAX_CONTAINERS, MAX_FILE_READS,
+};
+
+use crate::trace::read::ReadInFlight;
 
 /// cgroup2 id -> every row's held/maxheld/failcnt. Written by programs (atomically);
 /// userspace creates the zeroed row when it registers a container.
@@ -30,6 +35,18 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 /// row at its first packet; userspace drops the rows of cgroups that are no longer containers.
 #[map(name = "traffic")]
 pub static TRAFFIC: HashMap<u64, Traffic> = HashMap::with_max_entries(MAX_CONTAINERS, 0);
+
+/// (container, dev, inode) -> what the container read of that file (trace/read.rs). An LRU
+/// hash: when full, the least recently read file makes room, so counting never fails.
+#[map(name = "file_reads")]
+pub static FILE_READS: LruHashMap<FileKey, FileReadCounts> = LruHashMap::with_max_entries(MAX_FILE_READS, 0);
+
+/// pid_tgid -> the files the thread's read syscall in progress has touched (full tier: sys_enter
+/// makes the entry, lsm/file_permission adds files, sys_exit counts and removes it). Not
+/// pinned: only calls in progress live here; an LRU hash because a thread killed mid-call may
+/// leave its entry.
+#[map(name = "reads_in_flight")]
+pub static READS_IN_FLIGHT: LruHashMap<u64, ReadInFlight> = LruHashMap::with_max_entries(16384, 0);
 
 /// Failure counters (see tally_common::stat), per CPU.
 #[map(name = "stats")]

@@ -63,6 +63,8 @@ enum Command {
     Events(cmd::events::Args),
     /// A live view of the containers nearest to their barriers (like top, or vzubc -w).
     Top(cmd::top::Args),
+    /// The files a container read most (bytes, calls, last read), from the kernel.
+    Reads(cmd::reads::Args),
     /// vzcfgvalidate's checks of a container's limits; exit 2 on an error.
     Validate(cmd::validate::Args),
 }
@@ -126,6 +128,7 @@ fn main() {
         Command::Destroy(a) => block_on(cmd::destroy::run(&client, a)),
         Command::Events(a) => block_on(cmd::events::run(&client, a)),
         Command::Top(a) => block_on(cmd::top::run(&client, a)),
+        Command::Reads(a) => block_on(cmd::reads::run(&client, a)),
         Command::Validate(a) => cmd::validate::run(&client, a),
     };
     match result {

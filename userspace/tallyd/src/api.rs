@@ -18,8 +18,12 @@ use axum::{
     Json, Router,
 };
 use tally::{
-    api::{ApiError, Attach, ContainerView, CreateRequest, EventView, ExitCode, SetLimits, Status, Stop, TemplateInfo},
-    ct::{template::TemplateError, ConfigError, CtId, Host, HostError},
+    api::{
+        ApiError, Attach, ContainerView, CreateRequest, EventView, ExitCode, FileReadView, SetLimits, Status, Stop,
+        TemplateInfo,
+    },
+    ct::{rootfs::Rootfs, template::TemplateError, ConfigError, CtId, Host, HostError},
+    kernel::reads,
     ubc::{parse_barrier_limit, Resource},
 };
 
@@ -67,6 +71,7 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
         .route("/v1/templates/create", post(create_template))
         .route("/v1/containers/{ctid}/attach", post(attach))
         .route("/v1/events", get(recent_events))
+        .route("/v1/containers/{ctid}/reads", get(container_reads))
         .fallback(|| async { failure(ExitCode::BadArgument, "no such API route") })
         // Requests are small (the largest carries an OpenVZ config file).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -337,6 +342,46 @@ async fn recent_events(State(state): State<AppState>, query: Query<EventsQuery>)
     )
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadsQuery {
+    top: Option<usize>,
+}
+
+/// The files the container read most (by bytes), from the pinned read statistics, with their
+/// paths when they are in its upper directory.
+async fn container_reads(
+    State(AppState { host, .. }): State<AppState>,
+    Path(raw): Path<String>,
+    query: Query<ReadsQuery>,
+) -> Result<Json<Vec<FileReadView>>, Failure> {
+    let ct = ctid(&raw)?;
+    let top = query.top.unwrap_or(tally::api::DEFAULT_TOP_READS);
+    with_host(host, move |h| {
+        if !h.exists(&ct) {
+            return Err(HostError::NoSuchContainer(ct));
+        }
+        let cgroup_id = h.cgroup(&ct)?.id()?;
+        let all = reads::file_reads(&h.instance.pins())?;
+        let top = reads::top_files(&all, cgroup_id, top);
+        let upper = Rootfs::new(&h.instance.root, &ct).private.join("upper");
+        let wanted: Vec<(u64, u64)> = top.iter().map(|r| (r.dev, r.ino)).collect();
+        let paths = reads::find_paths(&upper, &wanted, MAX_PATH_WALK);
+        Ok(top
+            .into_iter()
+            .map(|read| FileReadView {
+                path: paths.get(&(read.dev, read.ino)).map(|rel| std::path::Path::new("/").join(rel)),
+                read,
+            })
+            .collect())
+    })
+    .await
+    .map(Json)
+}
+
+/// How many entries of a container's upper directory a reads request looks through for paths.
+const MAX_PATH_WALK: usize = 20_000;
+
 #[cfg(test)]
 mod openapi {
     //! The OpenAPI document (userspace/tallyd/openapi.json) against the code: the same routes
@@ -404,6 +449,20 @@ mod openapi {
             ("ImportTemplate", serde_json::to_value(ImportTemplate::default())),
             ("CreateTemplate", serde_json::to_value(CreateTemplate::default())),
             ("Attach", serde_json::to_value(Attach { pid: 1 })),
+            (
+                "FileReadView",
+                serde_json::to_value(FileReadView {
+                    read: tally::kernel::reads::FileRead {
+                        cgroup_id: 1,
+                        dev: 2,
+                        ino: 3,
+                        reads: 4,
+                        bytes: 5,
+                        last_read_ns: 6,
+                    },
+                    path: None,
+                }),
+            ),
             (
                 "Status",
                 serde_json::to_value(Status {

@@ -1,7 +1,8 @@
 //! The Prometheus exporter: `GET /metrics` on a TCP address (default 127.0.0.1:9477), in the
 //! text format. Everything is read when scraped (pinned maps, cgroup files), nothing polled:
 //! beancounter rows, per-container CPU, memory and traffic under tally's names and cAdvisor's,
-//! and tallyd's own health (map fill, failures inside programs, the scrape's duration).
+//! per-container top files by bytes read, and tallyd's own health (map fill, failures inside
+//! programs, the scrape's duration).
 
 use std::{
     sync::{Arc, Mutex},
@@ -17,6 +18,7 @@ use tally::{
     kernel::{
         maps::{map_fill, BeancounterMaps, TrafficMap},
         programs::PinLayout,
+        reads::{self, FileRead},
         Tier,
     },
     ubc::Resource,
@@ -89,7 +91,11 @@ struct Families {
     memory_swap: IntGaugeVec,
     /// rx bytes, tx bytes, rx packets, tx packets; each as [tally, cAdvisor].
     network: [[IntCounterVec; 2]; 4],
+    file_read_bytes: IntCounterVec,
 }
+
+/// How many of each container's most read files a scrape exports.
+const TOP_FILES: usize = 5;
 
 const CT: &[&str] = &["ctid"];
 const CADVISOR: &[&str] = &["name", "id"];
@@ -160,8 +166,26 @@ impl Families {
                 network("packets", "receive", "Packets received")?,
                 network("packets", "transmit", "Packets sent")?,
             ],
+            file_read_bytes: counter(
+                "tally_file_read_bytes_total",
+                &format!(
+                    "Bytes the container read of the file (dev major:minor, inode), its {TOP_FILES} most read \
+                     files; a file behind an overlay is counted as its real file and as the overlay's inode"
+                ),
+                &["ctid", "dev", "ino"],
+            )?,
             registry,
         })
+    }
+
+    /// The container's most read files (`top`: already its own, most read first).
+    fn file_reads(&self, ct: &str, top: &[FileRead]) {
+        for r in top {
+            let dev = format!("{}:{}", libc::major(r.dev), libc::minor(r.dev));
+            self.file_read_bytes
+                .with_label_values(&[ct, &dev, &r.ino.to_string()])
+                .inc_by(r.bytes);
+        }
     }
 
     fn container(&self, view: &ContainerView, cgroup: &ContainerCgroup, traffic: &Traffic, id: &str) {
@@ -263,6 +287,7 @@ impl Exporter {
         let mut traffic = TrafficMap::open(&self.pins)?;
         // Rows of destroyed containers go (nothing else removes them).
         traffic.forget_unregistered(&beancounters)?;
+        let file_reads = reads::file_reads(&self.pins)?;
 
         let (instance, ids) = {
             let host = self.lock();
@@ -278,6 +303,7 @@ impl Exporter {
                 Ok((view, cgroup)) => {
                     let rows = traffic.traffic(view.cgroup_id)?;
                     families.container(&view, &cgroup, &rows, &cadvisor_id(&instance, ct));
+                    families.file_reads(view.ctid.as_str(), &reads::top_files(&file_reads, view.cgroup_id, TOP_FILES));
                 }
                 // Destroyed between the listing and now, or its cgroup gone: not reported.
                 Err(e) => {
@@ -335,6 +361,17 @@ impl Exporter {
         }
         register(Box::new(entries))?;
         register(Box::new(capacity))?;
+        let (entries, capacity) = reads::fill(&self.pins)?;
+        gauge(
+            "tally_file_reads_map_entries",
+            "Files in the read statistics map (per container and file; the least recently read leave when full)",
+            entries as i64,
+        )?;
+        gauge(
+            "tally_file_reads_map_capacity",
+            "Capacity of the read statistics map",
+            i64::from(capacity),
+        )?;
 
         let failures = maps.program_failures()?;
         for (index, name, help) in [
@@ -448,5 +485,26 @@ mod tests {
         // OpenVZ's dummy rows are not exported.
         assert!(!text.contains("resource=\"dummy\""));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_containers_top_files_are_exported_by_device_and_inode() {
+        let families = Families::new().unwrap();
+        let read = FileRead {
+            cgroup_id: 7,
+            dev: libc::makedev(254, 1),
+            ino: 42,
+            reads: 3,
+            bytes: 1 << 20,
+            last_read_ns: 1,
+        };
+        families.file_reads("101", &[read]);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&families.registry.gather(), &mut out)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let line = r#"tally_file_read_bytes_total{ctid="101",dev="254:1",ino="42"} 1048576"#;
+        assert!(text.lines().any(|l| l == line), "no line {line} in:\n{text}");
     }
 }

@@ -1,2 +1,4 @@
-//! Fallback tier: tracepoints that account (the cgroup controllers refuse).
+//! Tracepoints: the fallback tier's accounting (the cgroup controllers refuse) and the file-read
+//! statistics of both tiers.
+pub mod read;
 pub mod task;

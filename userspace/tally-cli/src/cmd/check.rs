@@ -35,6 +35,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         (Some(asked), Some(_)) => {
             let tier = if asked == "full" { Tier::Full } else { Tier::Fallback };
             r.rows = probe::row_plans(tier);
+            r.statistics = probe::statistic_plans(tier);
         }
         _ => {}
     }
@@ -71,7 +72,7 @@ pub fn run(args: Args) -> Result<i32, Failure> {
         if !r.rows.is_empty() {
             println!();
             println!("{:<13} {:<9} how", "row", "status");
-            for row in &r.rows {
+            for row in r.rows.iter().chain(&r.statistics) {
                 println!("{:<13} {:<9} {}", row.resource, row.status, row.how);
             }
         }

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod import_openvz;
 pub mod list;
 pub mod mount;
+pub mod reads;
 pub mod set;
 pub mod start;
 pub mod status;

@@ -18,6 +18,7 @@
 //! - `POST   /v1/templates`                  `ImportTemplate` -> `TemplateInfo`
 //! - `POST   /v1/templates/create`           `CreateTemplate` -> `TemplateInfo` (debootstrap)
 //! - `GET    /v1/events?after=ID`            -> `[EventView]` (limit-hit events newer than ID)
+//! - `GET    /v1/containers/{ctid}/reads?top=N` -> `[FileReadView]` (its most read files)
 
 mod client;
 mod exit;
@@ -93,6 +94,21 @@ pub struct ApiError {
     pub code: ExitCode,
     pub message: String,
 }
+
+/// One file a container read (`GET /v1/containers/{ctid}/reads`): the kernel's counts
+/// (`FileRead`'s fields, flattened) and, when tallyd finds it cheaply, where it is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileReadView {
+    #[serde(flatten)]
+    pub read: crate::kernel::reads::FileRead,
+    /// The path inside the container of a file in its own upper directory (what it wrote or
+    /// copied up); None for template files and the overlay's own inodes.
+    #[serde(default)]
+    pub path: Option<std::path::PathBuf>,
+}
+
+/// How many files `GET /v1/containers/{ctid}/reads` returns without `top`.
+pub const DEFAULT_TOP_READS: usize = 20;
 
 /// A refused charge (a limit hit), as tallyd keeps and reports it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -20,6 +20,13 @@ impl KernelBtf {
         Ok(KernelBtf { btf })
     }
 
+    /// Whether `struct name` is described.
+    pub fn has_struct(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .is_ok_and(|types| types.iter().any(|t| matches!(t, Type::Struct(_))))
+    }
+
     /// Byte offset of `member` in `struct name`, looking through anonymous unions/structs.
     pub fn member_offset(&self, name: &str, member: &str) -> Result<u64, KernelError> {
         let not_found = || KernelError::Btf(format!("struct {name} has no member {member}"));
@@ -67,19 +74,94 @@ pub const OFFSET_GLOBALS: &[(&str, &str, &str)] = &[
     ("SOCKET_SK_OFFSET", "socket", "sk"),
     ("FILE_F_INODE_OFFSET", "file", "f_inode"),
     ("INODE_I_RDEV_OFFSET", "inode", "i_rdev"),
+    ("INODE_I_MODE_OFFSET", "inode", "i_mode"),
+    ("INODE_I_INO_OFFSET", "inode", "i_ino"),
+    ("INODE_I_SB_OFFSET", "inode", "i_sb"),
+    ("SUPER_BLOCK_S_DEV_OFFSET", "super_block", "s_dev"),
+    ("SUPER_BLOCK_S_MAGIC_OFFSET", "super_block", "s_magic"),
+    ("FILE_PRIVATE_DATA_OFFSET", "file", "private_data"),
+    ("TASK_STRUCT_FILES_OFFSET", "task_struct", "files"),
+    ("FILES_STRUCT_FDT_OFFSET", "files_struct", "fdt"),
+    ("FDTABLE_MAX_FDS_OFFSET", "fdtable", "max_fds"),
+    ("FDTABLE_FD_OFFSET", "fdtable", "fd"),
+    // x86-64's names: the syscall number and its first two arguments.
+    ("PT_REGS_ORIG_AX_OFFSET", "pt_regs", "orig_ax"),
+    ("PT_REGS_DI_OFFSET", "pt_regs", "di"),
+    ("PT_REGS_SI_OFFSET", "pt_regs", "si"),
 ];
 
-/// The offsets the programs need, by the global's name in the object.
+/// The offsets the programs need, by the global's name in the object, and how overlayfs
+/// files lead to their real files (`overlay_file_layout`).
 pub fn program_offsets(btf: &KernelBtf) -> Result<Vec<(&'static str, u64)>, KernelError> {
-    OFFSET_GLOBALS
+    let mut out: Vec<(&'static str, u64)> = OFFSET_GLOBALS
         .iter()
         .map(|(global, strukt, member)| Ok((*global, btf.member_offset(strukt, member)?)))
-        .collect()
+        .collect::<Result<_, KernelError>>()?;
+    let layout = overlay_file_layout(btf, Path::new(OVERLAY_BTF), &kernel_release());
+    out.extend([
+        ("OVL_FILE_INDIRECT", u64::from(layout.indirect)),
+        ("OVL_FILE_REALFILE", layout.realfile),
+        ("OVL_FILE_UPPERFILE", layout.upperfile),
+    ]);
+    Ok(out)
+}
+
+/// The overlay module's BTF, when overlayfs is a loaded module.
+pub const OVERLAY_BTF: &str = "/sys/kernel/btf/overlay";
+
+/// What an overlayfs file's `private_data` is (ebpf/tally-ebpf/src/kernel.rs reads it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverlayFileLayout {
+    /// A `struct ovl_file` (Linux 6.13 on); otherwise the real file itself.
+    pub indirect: bool,
+    /// Offsets of `realfile` and `upperfile` in `struct ovl_file`.
+    pub realfile: u64,
+    pub upperfile: u64,
+}
+
+/// From overlayfs's BTF (in vmlinux when it is built in, in its module's split BTF when that
+/// is loaded), else from the kernel release: `struct ovl_file` came with Linux 6.13.
+pub fn overlay_file_layout(vmlinux: &KernelBtf, module: &Path, release: &str) -> OverlayFileLayout {
+    let from = |btf: &KernelBtf| {
+        Some(OverlayFileLayout {
+            indirect: true,
+            realfile: btf.member_offset("ovl_file", "realfile").ok()?,
+            upperfile: btf.member_offset("ovl_file", "upperfile").ok()?,
+        })
+    };
+    let direct = OverlayFileLayout {
+        indirect: false,
+        realfile: 0,
+        upperfile: 8,
+    };
+    if vmlinux.has_struct("ovl_inode") {
+        return from(vmlinux).unwrap_or(direct);
+    }
+    if let Ok(split) = Btf::from_split_file(module, &vmlinux.btf) {
+        let split = KernelBtf { btf: split };
+        if split.has_struct("ovl_inode") {
+            return from(&split).unwrap_or(direct);
+        }
+    }
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    OverlayFileLayout {
+        indirect: version >= (6, 13),
+        ..direct
+    }
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::OFFSET_GLOBALS;
+    use super::*;
 
     #[test]
     fn every_offset_global_of_the_programs_is_filled_in() {
@@ -93,6 +175,23 @@ mod tests {
         declared.sort();
         filled.sort();
         assert_eq!(declared, filled);
+    }
+
+    #[test]
+    fn overlay_files_lead_to_their_real_file_as_the_kernel_release_says_without_btf() {
+        let Ok(btf) = KernelBtf::load(Path::new(VMLINUX)) else {
+            return;
+        };
+        let nothing = Path::new("/nonexistent");
+        let layout = overlay_file_layout(&btf, nothing, "6.12.57+deb13-cloud-amd64");
+        if btf.has_struct("ovl_inode") {
+            // overlayfs is built in here: its BTF decides, whatever the release says.
+            assert_eq!(layout, overlay_file_layout(&btf, nothing, "6.1.0-40-cloud-amd64"));
+            assert_eq!(layout.indirect, btf.has_struct("ovl_file"));
+        } else {
+            assert!(!layout.indirect);
+            assert!(overlay_file_layout(&btf, nothing, "6.13.0").indirect);
+        }
     }
 }
 

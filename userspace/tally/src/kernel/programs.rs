@@ -60,7 +60,8 @@ enum Hook {
 enum Side {
     Charge,
     Uncharge,
-    /// Neither: a guard that refuses without counting, or a traffic counter (no charge).
+    /// Neither: a guard that refuses without counting, or a traffic or read counter (no
+    /// charge).
     Guard,
 }
 
@@ -116,6 +117,11 @@ const FULL: &[ProgramSpec] = &[
     ProgramSpec::guard(Hook::CgroupSysctl("sysctl")),
     ProgramSpec::guard(Hook::CgroupSkb("ingress")),
     ProgramSpec::guard(Hook::CgroupSkb("egress")),
+    // File-read statistics: sys_enter marks a container's read syscall, file_permission names
+    // the files it reads (the real file behind an overlay one too), sys_exit counts it.
+    ProgramSpec::guard(Hook::TpBtf("sys_enter")),
+    ProgramSpec::guard(Hook::Lsm("file_permission")),
+    ProgramSpec::guard(Hook::TpBtf("sys_exit")),
 ];
 
 /// Fallback tier: the same accounting from tracepoints; the pids controller refuses.
@@ -130,15 +136,19 @@ const FALLBACK: &[ProgramSpec] = &[
     ProgramSpec::guard(Hook::CgroupSysctl("sysctl")),
     ProgramSpec::guard(Hook::CgroupSkb("ingress")),
     ProgramSpec::guard(Hook::CgroupSkb("egress")),
+    // File-read statistics: sys_exit counts a read syscall against the file behind its
+    // descriptor and the real file behind an overlay one.
+    ProgramSpec::guard(Hook::TpBtf("sys_exit")),
 ];
 
-const PINNED_MAPS: [&str; 6] = [
+const PINNED_MAPS: [&str; 7] = [
     map_name::COUNTERS,
     map_name::LIMITS,
     map_name::CHARGES,
     map_name::STATS,
     map_name::EVENTS,
     map_name::TRAFFIC,
+    map_name::FILE_READS,
 ];
 
 fn programs(tier: Tier) -> &'static [ProgramSpec] {
@@ -193,6 +203,9 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
     for (global, value) in &offsets {
         loader.override_global(global, value, true);
     }
+    // Where sys_exit learns which files a read syscall read (trace/read.rs).
+    let read_files_from_lsm = u64::from(tier == Tier::Full);
+    loader.override_global("READ_FILES_FROM_LSM", &read_files_from_lsm, true);
     let mut ebpf = loader.load(OBJECT)?;
 
     fs::create_dir_all(cgroup_parent).map_err(|source| KernelError::Io {

@@ -2,7 +2,7 @@
 //! tallyd runs or not). The programs count per (container, device, inode): read calls, bytes
 //! and the last read; for a file read through a container's overlay they count the real
 //! (upper or lower) file, whose (dev, ino) maps back to a path in the container's upper
-//! directory, and the overlay's own inode too. What each tier sees: `probe::read_plan`.
+//! directory, and the overlay's own inode too. What each tier sees: `probe::statistic_plans`.
 
 use std::{
     collections::HashMap,
@@ -31,6 +31,13 @@ pub struct FileRead {
     /// When the last read returned: CLOCK_MONOTONIC ns (bpf_ktime_get_ns), the clock
     /// `clock_gettime(CLOCK_MONOTONIC)` reads on the same host.
     pub last_read_ns: u64,
+}
+
+/// Now, on the clock `last_read_ns` is stamped with (CLOCK_MONOTONIC).
+pub fn monotonic_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// The kernel's dev_t (`major << 20 | minor`) in userspace's encoding.
@@ -189,7 +196,12 @@ mod tests {
 
     #[test]
     fn top_files_are_one_containers_most_read_by_bytes() {
-        let all = vec![read(7, 1, 1, 10), read(8, 2, 9, 1000), read(7, 3, 5, 500), read(7, 4, 2, 500)];
+        let all = vec![
+            read(7, 1, 1, 10),
+            read(8, 2, 9, 1000),
+            read(7, 3, 5, 500),
+            read(7, 4, 2, 500),
+        ];
         let top: Vec<u64> = top_files(&all, 7, 2).iter().map(|r| r.ino).collect();
         assert_eq!(top, vec![3, 4]);
     }
