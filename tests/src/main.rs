@@ -13,6 +13,7 @@ mod api;
 mod bench;
 mod bench_density;
 mod bench_start;
+mod cache;
 mod containers;
 mod drive;
 mod env;
@@ -50,5 +51,6 @@ fn main() {
     tests.extend(restart::tests());
     tests.extend(api::tests());
     tests.extend(reads::tests());
+    tests.extend(cache::tests());
     std::process::exit(harness::run(tests, &filter));
 }

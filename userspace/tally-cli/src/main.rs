@@ -65,6 +65,9 @@ enum Command {
     Top(cmd::top::Args),
     /// The files a container read most (bytes, calls, last read), from the kernel.
     Reads(cmd::reads::Args),
+    /// The dedup file cache (pfcache): status, stats, promote, gc, drop.
+    #[command(subcommand)]
+    Cache(cmd::cache::Args),
     /// vzcfgvalidate's checks of a container's limits; exit 2 on an error.
     Validate(cmd::validate::Args),
 }
@@ -129,6 +132,7 @@ fn main() {
         Command::Events(a) => block_on(cmd::events::run(&client, a)),
         Command::Top(a) => block_on(cmd::top::run(&client, a)),
         Command::Reads(a) => block_on(cmd::reads::run(&client, a)),
+        Command::Cache(a) => block_on(cmd::cache::run(&client, a)),
         Command::Validate(a) => cmd::validate::run(&client, a),
     };
     match result {

@@ -72,6 +72,17 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
         .route("/v1/containers/{ctid}/attach", post(attach))
         .route("/v1/events", get(recent_events))
         .route("/v1/containers/{ctid}/reads", get(container_reads))
+        .route("/v1/cache", get(|State(s): State<AppState>| async move { with_host(s.host, |h| h.cache_status()).await.map(Json) }))
+        .route("/v1/cache/promote", post(cache_promote))
+        .route("/v1/cache/gc", post(|State(s): State<AppState>| async move { with_host(s.host, |h| h.cache_gc()).await.map(Json) }))
+        .route(
+            "/v1/cache/drop",
+            post(|State(s): State<AppState>| async move {
+                with_host(s.host, |h| h.cache_drop())
+                    .await
+                    .map(|n| Json(serde_json::json!({ "dropped": n })))
+            }),
+        )
         .fallback(|| async { failure(ExitCode::BadArgument, "no such API route") })
         // Requests are small (the largest carries an OpenVZ config file).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -314,6 +325,51 @@ async fn create_template(
         .map_err(|e| Failure::from(HostError::Template(e)))
 }
 
+/// Promotes what the kernel's read statistics say several containers read of their own
+/// copies (tallyd also does this every PFCACHE_INTERVAL).
+async fn cache_promote(State(AppState { host, .. }): State<AppState>) -> Result<Json<serde_json::Value>, Failure> {
+    with_host(host, promote_from_kernel)
+        .await
+        .map(|n| Json(serde_json::json!({ "promoted": n })))
+}
+
+/// Promotion from the pinned read statistics.
+fn promote_from_kernel(h: &mut Host) -> Result<usize, HostError> {
+    let reads = tally::kernel::reads::file_reads(&h.instance.pins())
+        .map_err(|e| HostError::Io {
+            path: h.instance.pins().root.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .into_iter()
+        .map(|r| tally::ct::cache::ReadKey {
+            cgroup_id: r.cgroup_id,
+            dev: r.dev,
+            ino: r.ino,
+        })
+        .collect::<Vec<_>>();
+    h.cache_promote(&reads)
+}
+
+/// tallyd's own promotion round, every PFCACHE_INTERVAL seconds (pfcache.conf; default 300,
+/// 0 turns it off).
+pub async fn cache_rounds(host: Shared) {
+    loop {
+        let interval = {
+            let h = host.lock().unwrap_or_else(|p| p.into_inner());
+            tally::ct::cache::Settings::load(&h.instance.root).map(|s| s.interval).unwrap_or(300)
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(if interval == 0 { 60 } else { interval })).await;
+        if interval == 0 {
+            continue;
+        }
+        match with_host(host.clone(), promote_from_kernel).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("cache: {n} container copies promoted (linked at their next start)"),
+            Err(Failure(e)) => log::warn!("cache: promotion failed: {}", e.message),
+        }
+    }
+}
+
 async fn attach(
     State(AppState { host, .. }): State<AppState>,
     Path(raw): Path<String>,
@@ -463,6 +519,9 @@ mod openapi {
                     path: None,
                 }),
             ),
+            ("CacheStatus", serde_json::to_value(tally::ct::cache::CacheStatus::default())),
+            ("CacheStats", serde_json::to_value(tally::ct::cache::Stats::default())),
+            ("GcReport", serde_json::to_value(tally::ct::cache::GcReport::default())),
             (
                 "Status",
                 serde_json::to_value(Status {

@@ -120,6 +120,7 @@ fn main() -> Result<()> {
         runtime.spawn(metrics::serve(listener, Arc::new(exporter)));
     }
     runtime.spawn(events::collect(pins, host.clone(), event_log.clone()));
+    runtime.spawn(api::cache_rounds(host.clone()));
     runtime.block_on(api::serve(host, event_log, args.socket, move || {
         // The line tests and scripts wait for (like sd_notify's READY=1).
         println!(

@@ -1,3 +1,4 @@
+pub mod cache;
 pub mod check;
 pub mod create;
 pub mod destroy;

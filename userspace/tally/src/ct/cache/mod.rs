@@ -12,7 +12,10 @@
 //!   under the included directories) and the cache layers built from them at a container's
 //!   next start.
 
+mod host;
 pub mod layer;
+
+pub use host::{CacheStatus, GcReport, ReadKey};
 
 use std::{
     fs,
@@ -54,6 +57,9 @@ pub struct Settings {
     pub cap: u64,
     /// A file is promoted when read in at least this many containers (PFCACHE_MIN_CONTAINERS).
     pub min_containers: usize,
+    /// Seconds between tallyd's promotion rounds; 0: only `tally cache promote`
+    /// (PFCACHE_INTERVAL).
+    pub interval: u64,
 }
 
 impl Default for Settings {
@@ -67,6 +73,7 @@ impl Default for Settings {
             max_size: 1 << 30,
             cap: 4 << 30,
             min_containers: 2,
+            interval: 300,
         }
     }
 }
@@ -113,6 +120,9 @@ impl Settings {
                         "PFCACHE_MAX_SIZE" => s.max_size = n,
                         _ => s.cap = n,
                     }
+                }
+                "PFCACHE_INTERVAL" => {
+                    s.interval = value.parse().map_err(|_| bad(key, value, "seconds"))?;
                 }
                 "PFCACHE_MIN_CONTAINERS" => {
                     s.min_containers = value
@@ -288,6 +298,11 @@ impl Store {
             &now,
             nix::sys::stat::UtimensatFlags::NoFollowSymlink,
         );
+    }
+
+    /// The names of every object.
+    pub fn hashes(&self) -> Vec<String> {
+        self.list().into_iter().map(|o| o.0).collect()
     }
 
     /// (hash, size, last use, link count) of every object.
