@@ -87,17 +87,16 @@ impl ContainerCgroup {
         write(&self.unified.join("cgroup.procs"), &pid.to_string())
     }
 
-    /// The cgroup.procs files a process writes "0" to, to move itself in: every v1
-    /// hierarchy first, cgroup2 last (as in `add_process`).
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = self
-            .controllers
+    /// The `tasks` files of its v1 hierarchies: writing "0" moves the writing thread
+    /// without the thread-group lock (whose first taking after a quiet spell waits an RCU
+    /// grace period), and for a single-threaded process that is the whole process. cgroup2 is
+    /// joined at creation instead (clone3's CLONE_INTO_CGROUP into [`Self::unified`]).
+    pub fn v1_tasks_files(&self) -> Vec<PathBuf> {
+        self.controllers
             .values()
             .filter(|(_, f)| *f == Flavor::V1)
-            .map(|(d, _)| d.join("cgroup.procs"))
-            .collect();
-        files.push(self.unified.join("cgroup.procs"));
-        files
+            .map(|(d, _)| d.join("tasks"))
+            .collect()
     }
 
     /// Kills everything in the container and waits (up to `timeout`) until no process is left
@@ -115,6 +114,7 @@ impl ContainerCgroup {
         let deadline = Instant::now() + timeout;
         let mut events = fs::File::open(self.unified.join("cgroup.events")).ok();
         let mut nap = FIRST_NAP;
+        let started = Instant::now();
         loop {
             let unified_empty = match events.as_mut().map(populated) {
                 Some(Ok(p)) => !p,
@@ -129,7 +129,7 @@ impl ContainerCgroup {
                 return Ok(true);
             }
             if !unified_empty {
-                self.kill_all()?;
+                self.kill_all(started.elapsed())?;
             }
             // Tasks in a v1 directory only (moved in, not yet into cgroup2).
             kill_pids(&stragglers);
@@ -216,9 +216,14 @@ impl ContainerCgroup {
         Ok(())
     }
 
-    fn kill_all(&self) -> Result<(), CgroupError> {
+    /// SIGKILL to every process listed, round after round (the init's death takes its whole
+    /// PID namespace along); cgroup.kill, which no fork escapes, only when that has not emptied
+    /// the container within a second: once a cgroup was killed that way, kernels with
+    /// cgroup.kill's kill_seq (6.14+) SIGKILL every child later created straight into it with
+    /// clone3's CLONE_INTO_CGROUP, which is how containers start (see ct::launch::spawn).
+    fn kill_all(&self, trying: Duration) -> Result<(), CgroupError> {
         let kill = self.unified.join("cgroup.kill");
-        if kill.exists() {
+        if trying > PER_PROCESS_KILLING && kill.exists() {
             write(&kill, "1")?;
         } else {
             kill_pids(&self.pids()?);
@@ -226,6 +231,9 @@ impl ContainerCgroup {
         Ok(())
     }
 }
+
+/// How long per-process SIGKILLs are tried before cgroup.kill.
+const PER_PROCESS_KILLING: Duration = Duration::from_secs(1);
 
 /// The first and the longest nap between two looks at a container's cgroups. A busybox
 /// container is gone some 0.1 to 0.3 ms after the kill, and its cgroup.events often cannot

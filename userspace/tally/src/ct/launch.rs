@@ -26,10 +26,9 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-        unix::{fs::symlink, process::CommandExt},
+        unix::fs::symlink,
     },
     path::{Path, PathBuf},
-    process::{Command, Stdio},
 };
 
 use nix::{
@@ -76,22 +75,25 @@ fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
 }
 
 /// Starts the init of a container (tallyd's side). `netns` is the container's network
-/// namespace, `cgroup_procs` its cgroup.procs files. Returns the init's host pid once the
-/// init has exec'd the template's init.
+/// namespace, `v1_tasks` the `tasks` files of its v1 cgroups and `unified` its cgroup2
+/// directory. Returns the init's host pid once the init has exec'd the template's init.
+///
+/// The launcher is created straight into the container's cgroup2 directory (clone3 with
+/// CLONE_INTO_CGROUP): moving a process there afterwards takes the thread-group lock, whose
+/// first taking after a quiet spell waits an RCU grace period (some 10 ms). It joins the v1
+/// hierarchies through their `tasks` files, which move one thread without that lock (the
+/// launcher is single-threaded).
 pub fn spawn(
     spec: &LaunchSpec,
     netns: &OwnedFd,
     userns: Option<&OwnedFd>,
-    cgroup_procs: &[PathBuf],
+    v1_tasks: &[PathBuf],
+    unified: &Path,
 ) -> Result<u32, LaunchError> {
     if spec.userns_base.is_some() != userns.is_some() {
         return Err(LaunchError::Init("a user namespace base needs the namespace, and back".into()));
     }
-    let userns_fd = userns.map(|u| u.as_raw_fd());
-    // The running image, not the path: an upgrade may have replaced the file since tallyd
-    // started, and this tallyd's launcher must match it.
-    let exe = PathBuf::from("/proc/self/exe");
-    let procs: Vec<File> = cgroup_procs
+    let tasks: Vec<File> = v1_tasks
         .iter()
         .map(|p| {
             OpenOptions::new()
@@ -100,61 +102,47 @@ pub fn spawn(
                 .map_err(sys(format!("opening {}", p.display())))
         })
         .collect::<Result<_, _>>()?;
-    let procs_fds: Vec<RawFd> = procs.iter().map(|f| f.as_raw_fd()).collect();
-    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Sys {
-        what: "pipe".into(),
-        source: e.into(),
-    })?;
-    let netns_fd = netns.as_raw_fd();
-    let status_w_fd = status_w.as_raw_fd();
+    let cgroup_dir = File::open(unified).map_err(sys(format!("opening {}", unified.display())))?;
+    let procs_path = unified.join("cgroup.procs");
+    let procs = OpenOptions::new()
+        .write(true)
+        .open(&procs_path)
+        .map_err(sys(format!("opening {}", procs_path.display())))?;
     let json = serde_json::to_string(spec).expect("spec serializes");
-    let mut cmd = Command::new(exe);
-    cmd.arg(LAUNCHER_ARG)
-        .arg(json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: runs in the forked child before exec; it makes only async-signal-safe system
-    // calls (setns, write, dup2) on descriptors that stay open in the parent until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            for fd in &procs_fds {
-                // "0" moves the writing process.
-                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // dup2 clears close-on-exec on the copy: the launcher inherits it as fd 3.
-            if libc::dup2(status_w_fd, STATUS_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(fd) = userns_fd {
-                if libc::dup2(fd, USERNS_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    let arg = CString::new(LAUNCHER_ARG).expect("no NUL");
+    let json = CString::new(json).map_err(|_| LaunchError::Init("launch spec with a NUL byte".into()))?;
+    // The running image, not a path: an upgrade may have replaced the file since tallyd
+    // started, and this tallyd's launcher must match it.
+    let exe = c"/proc/self/exe";
+    let argv: [*const libc::c_char; 4] = [exe.as_ptr(), arg.as_ptr(), json.as_ptr(), std::ptr::null()];
+    let task_fds: Vec<RawFd> = tasks.iter().map(|f| f.as_raw_fd()).collect();
+    let joining = Joining {
+        netns: netns.as_raw_fd(),
+        userns: userns.map(|u| u.as_raw_fd()),
+        v1_tasks: &task_fds,
+        exe,
+        argv: &argv,
+    };
+    let mut run = joining.run(Some(cgroup_dir.as_raw_fd()))?;
+    // A kernel with cgroup.kill's kill_seq SIGKILLs a child created into a cgroup that was
+    // once killed that way (cgroup::ContainerCgroup::kill_all avoids it, but cannot undo it):
+    // then the slow way, a move through cgroup.procs.
+    if run.killed_at_birth() {
+        log::debug!("launcher killed on its way into {}: joining through cgroup.procs", unified.display());
+        run = joining.run_joining(procs.as_raw_fd())?;
     }
-    let mut child = cmd.spawn().map_err(sys("starting the launcher"))?;
-    drop(status_w);
-    drop(procs);
-    let mut line = String::new();
-    let mut out = BufReader::new(child.stdout.take().expect("piped"));
-    let _ = out.read_line(&mut line);
-    let mut stderr = String::new();
-    let _ = child.stderr.take().expect("piped").read_to_string(&mut stderr);
-    let status = child.wait().map_err(sys("waiting for the launcher"))?;
-    let mut report = String::new();
-    let _ = File::from(status_r).read_to_string(&mut report);
+    let Run {
+        line,
+        stderr,
+        status,
+        report,
+    } = run;
     let pid: Option<u32> = line.trim().parse().ok();
+    let exited_ok = matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0));
     let failure = if !report.is_empty() {
         Some(report)
-    } else if !status.success() || pid.is_none() {
-        Some(format!("launcher failed ({status}): {}", stderr.trim()))
+    } else if !exited_ok || pid.is_none() {
+        Some(format!("launcher failed ({status:?}): {}", stderr.trim()))
     } else {
         None
     };
@@ -170,6 +158,196 @@ pub fn spawn(
         }
         (None, None) => unreachable!("no pid is a failure"),
     }
+}
+
+/// What the launcher's child needs to join the container and exec.
+struct Joining<'a> {
+    netns: RawFd,
+    userns: Option<RawFd>,
+    v1_tasks: &'a [RawFd],
+    exe: &'a std::ffi::CStr,
+    argv: &'a [*const libc::c_char; 4],
+}
+
+/// One launcher run: its first stdout line, its stderr, how it ended, the error report.
+struct Run {
+    line: String,
+    stderr: String,
+    status: nix::sys::wait::WaitStatus,
+    report: String,
+}
+
+impl Run {
+    /// SIGKILLed before it said or wrote anything.
+    fn killed_at_birth(&self) -> bool {
+        matches!(self.status, nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _))
+            && self.line.is_empty()
+            && self.stderr.is_empty()
+            && self.report.is_empty()
+    }
+}
+
+impl Joining<'_> {
+    /// Creates the launcher straight into cgroup2 directory `cgroup` and waits for it.
+    fn run(&self, cgroup: Option<RawFd>) -> Result<Run, LaunchError> {
+        self.run_inner(cgroup, None)
+    }
+
+    /// The same, the child moving itself in through cgroup.procs (`procs`).
+    fn run_joining(&self, procs: RawFd) -> Result<Run, LaunchError> {
+        self.run_inner(None, Some(procs))
+    }
+
+    fn run_inner(&self, cgroup: Option<RawFd>, procs: Option<RawFd>) -> Result<Run, LaunchError> {
+        let devnull = File::open("/dev/null").map_err(sys("opening /dev/null"))?;
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LaunchError::Sys {
+                what: "pipe".into(),
+                source: e.into(),
+            })
+        };
+        let (status_r, status_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        // What the child puts at 0, 1, 2, 3 (and 4), from copies above them all, so that no
+        // dup2 in the child overwrites a descriptor it still has to copy.
+        let mut sources: Vec<OwnedFd> = Vec::new();
+        for fd in [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()]
+            .into_iter()
+            .chain(self.userns)
+        {
+            let high = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).map_err(|e| LaunchError::Sys {
+                what: "dup".into(),
+                source: e.into(),
+            })?;
+            // SAFETY: a fresh descriptor nobody else owns.
+            sources.push(unsafe { OwnedFd::from_raw_fd(high) });
+        }
+        let targets: Vec<(RawFd, RawFd)> = sources
+            .iter()
+            .zip([0, 1, 2, STATUS_FD, USERNS_FD])
+            .map(|(s, t)| (s.as_raw_fd(), t))
+            .collect();
+        let pid = clone_into_cgroup(cgroup)?;
+        if pid == 0 {
+            // SAFETY: the child of a multi-threaded process: only async-signal-safe system
+            // calls on descriptors prepared above, then execve or _exit.
+            unsafe { launcher_child(self.netns, self.v1_tasks, procs, &targets, self.exe.as_ptr(), self.argv) }
+        }
+        drop((status_w, out_w, err_w, sources, devnull));
+        let mut line = String::new();
+        let _ = BufReader::new(File::from(out_r)).read_line(&mut line);
+        let mut stderr = String::new();
+        let _ = File::from(err_r).read_to_string(&mut stderr);
+        let status = loop {
+            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+                Err(nix::Error::EINTR) => continue,
+                other => {
+                    break other.map_err(|e| LaunchError::Sys {
+                        what: "waiting for the launcher".into(),
+                        source: e.into(),
+                    })?
+                }
+            }
+        };
+        let mut report = String::new();
+        let _ = File::from(status_r).read_to_string(&mut report);
+        Ok(Run {
+            line,
+            stderr,
+            status,
+            report,
+        })
+    }
+}
+
+/// clone3(2) with CLONE_INTO_CGROUP into the cgroup2 directory `cgroup_fd`, like fork
+/// otherwise: 0 in the child, its pid in the parent.
+fn clone_into_cgroup(cgroup_fd: Option<RawFd>) -> Result<i32, LaunchError> {
+    #[repr(C)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let args = CloneArgs {
+        flags: if cgroup_fd.is_some() { CLONE_INTO_CGROUP } else { 0 },
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: cgroup_fd.unwrap_or(0) as u64,
+    };
+    // SAFETY: clone3 without CLONE_VM: the child gets a copy of this process, as with fork;
+    // the caller makes it exec or exit at once.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if r < 0 {
+        return Err(LaunchError::Sys {
+            what: "clone3 into the container's cgroup".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(r as i32)
+}
+
+/// The launcher's child side before exec: the container's network namespace, its v1 cgroups,
+/// its descriptors, then tallyd's own image in launcher mode.
+///
+/// # Safety
+/// Only in the child of [`clone_into_cgroup`]; every pointer stays valid (the child has a copy
+/// of the parent's memory).
+unsafe fn launcher_child(
+    netns: RawFd,
+    tasks: &[RawFd],
+    unified_procs: Option<RawFd>,
+    targets: &[(RawFd, RawFd)],
+    exe: *const libc::c_char,
+    argv: &[*const libc::c_char; 4],
+) -> ! {
+    extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    let fail = |what: &[u8]| -> ! {
+        // The status pipe is at STATUS_FD once the copies are made; before, it is not, and the
+        // launcher's silent death says enough (tallyd reports its exit status).
+        libc::write(STATUS_FD, what.as_ptr().cast(), what.len());
+        libc::_exit(127)
+    };
+    for (from, to) in targets {
+        if libc::dup2(*from, *to) < 0 {
+            libc::_exit(126);
+        }
+    }
+    if libc::setns(netns, libc::CLONE_NEWNET) != 0 {
+        fail(b"launcher: joining the container's network namespace failed");
+    }
+    for fd in tasks {
+        // "0" moves the writing thread, which is the whole (single-threaded) process.
+        if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+            fail(b"launcher: joining the container's v1 cgroups failed");
+        }
+    }
+    if let Some(fd) = unified_procs {
+        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            fail(b"launcher: joining the container's cgroup failed");
+        }
+    }
+    libc::execve(exe, argv.as_ptr(), environ);
+    fail(b"launcher: exec of tallyd's image failed")
 }
 
 /// The launcher process (tallyd's binary with [`LAUNCHER_ARG`]). Never returns.

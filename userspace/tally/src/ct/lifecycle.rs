@@ -424,7 +424,7 @@ impl Host {
             console: rootfs.console_log(),
             userns_base: base,
         };
-        let pid = launch::spawn(&spec, &netns, userns.as_ref(), &cgroup.procs_files())?;
+        let pid = launch::spawn(&spec, &netns, userns.as_ref(), &cgroup.v1_tasks_files(), &cgroup.unified)?;
         reap_when_done(pid);
         Ok(())
     }
