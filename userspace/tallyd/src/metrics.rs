@@ -409,33 +409,28 @@ mod tests {
     use super::*;
     use tally::ubc::Beancounter;
 
-    fn scratch(name: &str) -> std::path::PathBuf {
+    /// A cgroup2 directory of its own (a temporary one) holding `cpu_stat` as its cpu.stat.
+    fn cgroup_with_cpu_stat(name: &str, cpu_stat: &str) -> ContainerCgroup {
         let dir = std::env::temp_dir().join(format!("tally-unit-metrics-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        std::fs::write(dir.join("cpu.stat"), cpu_stat).unwrap();
+        ContainerCgroup {
+            unified: dir,
+            controllers: Default::default(),
+        }
     }
 
     #[test]
     fn cpu_seconds_come_from_cpu_stat_in_microseconds() {
-        let dir = scratch("cpu");
-        std::fs::write(dir.join("cpu.stat"), "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n").unwrap();
-        let cgroup = ContainerCgroup {
-            unified: dir.clone(),
-            controllers: Default::default(),
-        };
+        let cgroup = cgroup_with_cpu_stat("cpu", "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n");
         let cpu = cpu_stat(&cgroup);
         assert_eq!((cpu.usage, cpu.user, cpu.system), (2.5, 2.0, 0.5));
-        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(cgroup.unified).unwrap();
     }
 
     #[test]
     fn a_container_is_exported_under_tallys_and_cadvisors_names() {
-        let dir = scratch("names");
-        std::fs::write(dir.join("cpu.stat"), "usage_usec 1000000\n").unwrap();
-        let cgroup = ContainerCgroup {
-            unified: dir.clone(),
-            controllers: Default::default(),
-        };
+        let cgroup = cgroup_with_cpu_stat("names", "usage_usec 1000000\n");
         let mut beancounters = vec![Beancounter::unlimited(); tally_common::RESOURCE_COUNT];
         beancounters[Resource::NumProc.index()] = Beancounter {
             held: 20,
@@ -484,7 +479,7 @@ mod tests {
         }
         // OpenVZ's dummy rows are not exported.
         assert!(!text.contains("resource=\"dummy\""));
-        std::fs::remove_dir_all(dir).unwrap();
+        std::fs::remove_dir_all(cgroup.unified).unwrap();
     }
 
     #[test]
