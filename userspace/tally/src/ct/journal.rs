@@ -174,6 +174,10 @@ impl Host {
             }
         }
         orphans.extend(self.cgroup_children());
+        // An idmapped layer mount a kill left behind (`tally mount` has no intent).
+        for ct in self.configured()? {
+            self.rootfs(&ct).detach_layers();
+        }
         for ct in orphans {
             if !self.exists(&ct) {
                 if let Ok(cg) = self.cgroup(&ct) {

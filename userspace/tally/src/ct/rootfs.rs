@@ -86,6 +86,7 @@ impl Rootfs {
         let cache = fs::read_dir(&cache).is_ok_and(|mut d| d.next().is_some()).then_some(cache);
         let mut layers: Vec<PathBuf> = cache.into_iter().chain([template.to_path_buf()]).collect();
         let mut idmapped: Vec<PathBuf> = Vec::new();
+        self.detach_layers();
         if let Some(base) = userns_base {
             nix::unistd::chown(&upper, Some(base.into()), Some(base.into())).map_err(|e| RootfsError::Io {
                 path: upper.clone(),
@@ -113,6 +114,18 @@ impl Rootfs {
             let _ = umount2(m, MntFlags::MNT_DETACH);
         }
         result
+    }
+
+    /// Detaches idmapped layer mounts a killed tallyd left between making them and handing
+    /// them to the overlay (the overlay holds its own copies; these are never needed after).
+    pub fn detach_layers(&self) {
+        let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let layers = [self.private.join("lower"), self.private.join("lower-cache")];
+        for point in mount_points(&info).filter(|p| layers.contains(p)) {
+            let _ = umount2(&point, MntFlags::MNT_DETACH);
+        }
     }
 
     /// VE_PRIVATE/cache: hardlinks to the dedup cache's objects (see [`super::cache`]).
@@ -150,6 +163,7 @@ impl Rootfs {
     }
 
     pub fn umount(&self) -> Result<(), RootfsError> {
+        self.detach_layers();
         if !self.is_mounted() {
             return Ok(());
         }
