@@ -24,7 +24,7 @@ use nix::{
     unistd::{fork, ForkResult},
 };
 use tally::{
-    api::{Attach, Client, ContainerView, ExitCode},
+    api::{Attach, Client, ExitCode},
     ct::launch::pidfd_open,
 };
 
@@ -70,9 +70,12 @@ pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
 /// Runs `argv` inside running container `ct` (see the module doc); with `tty`, on a pty
 /// made inside the container (its own devpts) that this process relays to its terminal.
 pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: bool) -> Result<i32, Failure> {
-    let view: ContainerView = block_on(client.get(&format!("/v1/containers/{ct}")))?;
-    let init = view
-        .status
+    // The status alone: the full view samples every row (sockets, firewall rules, memory).
+    let status: tally::api::Status = block_on(client.get(&format!("/v1/containers/{ct}/status")))?;
+    if !status.exists {
+        return Err(Failure::new(ExitCode::NoSuchContainer, format!("container {ct} does not exist")));
+    }
+    let init = status
         .init_pid
         .ok_or_else(|| Failure::new(ExitCode::NotRunning, format!("container {ct} is not running")))?;
     let sys = |what: &str| {

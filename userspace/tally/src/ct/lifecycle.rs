@@ -333,6 +333,12 @@ impl Host {
 
     pub fn mount(&mut self, ct: &CtId) -> Result<Status, HostError> {
         let config = self.config(ct)?;
+        self.mount_with(ct, &config, None)?;
+        self.status(ct)
+    }
+
+    /// Mounts the root; `userns`: the container's user namespace when one is made already.
+    fn mount_with(&mut self, ct: &CtId, config: &CtConfig, userns: Option<&OwnedFd>) -> Result<(), HostError> {
         let name = config
             .values
             .get("OSTEMPLATE")
@@ -348,8 +354,8 @@ impl Host {
             let upper = rootfs.private.join("upper");
             super::cache::layer::apply(root, &store, ct.as_str(), &upper, &rootfs.cache_layer())?;
         }
-        rootfs.mount(&tpl.rootfs, userns_base(&config)?)?;
-        self.status(ct)
+        rootfs.mount(&tpl.rootfs, userns_base(config)?, userns)?;
+        Ok(())
     }
 
     pub fn umount(&mut self, ct: &CtId) -> Result<Status, HostError> {
@@ -383,7 +389,21 @@ impl Host {
     }
 
     fn launch(&mut self, ct: &CtId, config: &CtConfig) -> Result<(), HostError> {
-        self.mount(ct)?;
+        let base = userns_base(config)?;
+        // One user namespace serves the idmapped layers and the container itself.
+        let (userns, netns) = match base {
+            Some(base) => {
+                let (user, net) = super::userns::make_with_net(base).map_err(|e| {
+                    HostError::Launch(launch::LaunchError::Sys {
+                        what: "making the user namespace".into(),
+                        source: e,
+                    })
+                })?;
+                (Some(user), Some(net))
+            }
+            None => (None, None),
+        };
+        self.mount_with(ct, config, userns.as_ref())?;
         self.apply(ct, config)?;
         let cgroup = self.cgroup(ct)?;
         // Stale processes (say, from `exec --cgroup-only`) do not belong to this boot.
@@ -398,19 +418,6 @@ impl Host {
                 });
             }
         }
-        let base = userns_base(config)?;
-        let (userns, netns) = match base {
-            Some(base) => {
-                let (user, net) = super::userns::make_with_net(base).map_err(|e| {
-                    HostError::Launch(launch::LaunchError::Sys {
-                        what: "making the user namespace".into(),
-                        source: e,
-                    })
-                })?;
-                (Some(user), Some(net))
-            }
-            None => (None, None),
-        };
         let netns = net::create(&self.instance.name, ct, &parse_addresses(config), bridge_of(config), netns)?;
         let rootfs = self.rootfs(ct);
         let spec = LaunchSpec {

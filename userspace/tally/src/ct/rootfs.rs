@@ -76,7 +76,9 @@ impl Rootfs {
     /// Mounts `template` (read-only, shared) under the private upper directory at the root.
     /// With `userns_base`, the template is seen through an idmapped mount (host root's files
     /// are the container root's), and the root of the tree belongs to the container's root.
-    pub fn mount(&self, template: &Path, userns_base: Option<u32>) -> Result<(), RootfsError> {
+    /// `userns`: a user namespace with that base's map, when the caller has one (else one is
+    /// made for the idmapping).
+    pub fn mount(&self, template: &Path, userns_base: Option<u32>, userns: Option<&std::os::fd::OwnedFd>) -> Result<(), RootfsError> {
         if self.is_mounted() {
             return Ok(());
         }
@@ -92,13 +94,20 @@ impl Rootfs {
                 path: upper.clone(),
                 source: e.into(),
             })?;
-            let ns = super::userns::make(base).map_err(io(&self.private))?;
+            let made;
+            let ns = match userns {
+                Some(ns) => ns,
+                None => {
+                    made = super::userns::make(base).map_err(io(&self.private))?;
+                    &made
+                }
+            };
             let count = layers.len();
             for (i, layer) in layers.iter_mut().enumerate() {
                 // private/lower is the template's; private/lower-cache the cache layer's.
                 let at = self.private.join(if i + 1 == count { "lower" } else { "lower-cache" });
                 fs::create_dir_all(&at).map_err(io(&at))?;
-                if let Err(e) = super::userns::mount_idmapped(layer, &at, &ns) {
+                if let Err(e) = super::userns::mount_idmapped(layer, &at, ns) {
                     for m in &idmapped {
                         let _ = umount2(m, MntFlags::MNT_DETACH);
                     }

@@ -199,6 +199,21 @@ pub fn mount_idmapped(dir: &Path, at: &Path, userns: &OwnedFd) -> std::io::Resul
 /// Whether containers made from templates in `dir` can have user namespaces here: a user
 /// namespace can be made and `dir`'s filesystem idmapped. The error says why not.
 pub fn supported(dir: &Path) -> Result<(), String> {
+    // The answer stays while the process lives (a kernel or a filesystem does not gain or
+    // lose idmapped mounts underneath it): once per template directory, not per create.
+    static KNOWN: std::sync::Mutex<Option<std::collections::HashMap<std::path::PathBuf, Result<(), String>>>> =
+        std::sync::Mutex::new(None);
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    let known = known.get_or_insert_with(Default::default);
+    if let Some(answer) = known.get(dir) {
+        return answer.clone();
+    }
+    let answer = probe_support(dir);
+    known.insert(dir.to_path_buf(), answer.clone());
+    answer
+}
+
+fn probe_support(dir: &Path) -> Result<(), String> {
     let userns = make(FIRST_BASE).map_err(|e| format!("cannot make a user namespace: {e}"))?;
     idmapped_tree(dir, &userns).map(drop).map_err(|e| {
         format!(
