@@ -171,6 +171,15 @@ pub fn syscall_nr(regs: u64) -> Option<u64> {
     read(regs, offset(&PT_REGS_ORIG_AX_OFFSET))
 }
 
+/// The same, read straight through the tracepoint's BTF-typed `regs` (no helper call): the
+/// fast path of a program that runs at every syscall.
+#[inline(always)]
+pub fn syscall_nr_btf(regs: *const u8) -> u64 {
+    // SAFETY: `regs` is the tracepoint's struct pt_regs argument, which the verifier knows by
+    // its BTF type, and the offset is orig_ax's (a constant once loaded).
+    unsafe { core::ptr::read_volatile(regs.add(offset(&PT_REGS_ORIG_AX_OFFSET) as usize) as *const u64) }
+}
+
 /// Argument 0 or 1 of the syscall (x86-64: di, si).
 #[inline(always)]
 pub fn syscall_arg(regs: u64, n: u8) -> Option<u64> {

@@ -1,8 +1,9 @@
 //! tally's eBPF programs: per-container beancounters keyed by cgroup2 id.
 //!
 //! `lsm/` enforces (full tier: BPF LSM), `trace/` only accounts (fallback tier, where the
-//! cgroup controllers refuse), `cgroup/` runs attached to each container's cgroup, `probe` holds the tiny programs `tally check` loads to learn
-//! what this kernel allows. `charge` is the one place where OpenVZ's charge semantics live.
+//! cgroup controllers refuse; and the file-read statistics of both tiers), `cgroup/` runs
+//! attached to each container's cgroup, `probe` holds the tiny programs `tally check` loads to
+//! learn what this kernel allows. `charge` is the one place where OpenVZ's charge semantics live.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]

@@ -10,7 +10,7 @@ use tally_common::{
     MAX_CONTAINERS, MAX_FILE_READS,
 };
 
-use crate::trace::read::ReadInFlight;
+use crate::lsm::read::ReadInFlight;
 
 /// cgroup2 id -> every row's held/maxheld/failcnt. Written by programs (atomically);
 /// userspace creates the zeroed row when it registers a container.
@@ -41,10 +41,10 @@ pub static TRAFFIC: HashMap<u64, Traffic> = HashMap::with_max_entries(MAX_CONTAI
 #[map(name = "file_reads")]
 pub static FILE_READS: LruHashMap<FileKey, FileReadCounts> = LruHashMap::with_max_entries(MAX_FILE_READS, 0);
 
-/// pid_tgid -> the files the thread's read syscall in progress has touched (full tier: sys_enter
-/// makes the entry, lsm/file_permission adds files, sys_exit counts and removes it). Not
-/// pinned: only calls in progress live here; an LRU hash because a thread killed mid-call may
-/// leave its entry.
+/// pid_tgid -> the files the thread's read syscall in progress has read (full tier:
+/// file_permission adds them, fexit on the syscall counts them and removes the entry). Not
+/// pinned: only calls in progress live here; an LRU hash, so that an entry left behind (a call
+/// that began before the programs were attached) never blocks another.
 #[map(name = "reads_in_flight")]
 pub static READS_IN_FLIGHT: LruHashMap<u64, ReadInFlight> = LruHashMap::with_max_entries(16384, 0);
 

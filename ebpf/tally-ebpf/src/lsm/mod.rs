@@ -1,6 +1,6 @@
-//! Full tier: BPF LSM hooks that charge and refuse, one module per object kind, and the files
-//! a read touches (`read`, for the read statistics).
+//! Full tier: BPF LSM hooks (and fentry/fexit where no LSM hook fits) that charge and refuse,
+//! one module per object kind, and the read statistics (`read`).
 mod file;
-mod read;
+pub mod read;
 mod sock;
 mod task;

@@ -1,20 +1,20 @@
 //! Per-container file-read statistics (both tiers): per (container, dev, inode) read calls,
-//! bytes and the last read, in the `file_reads` LRU map. sys_exit counts each read syscall of
-//! a container task once it returned (read, pread64, readv, preadv, preadv2, sendfile, splice,
-//! copy_file_range), with the bytes it returned, against the regular files it read:
+//! bytes and the last read, in the `file_reads` LRU map. A read syscall of a container task
+//! (read, pread64, readv, preadv, preadv2, sendfile, splice, copy_file_range) is counted once
+//! it returned, with the bytes it returned, against the regular files it read:
 //!
-//! - full tier: the files BPF LSM file_permission saw the call read (lsm/read.rs), which for
-//!   a file of a container's overlay are the overlay file and the real (upper or lower) file
+//! - full tier (lsm/read.rs): the files BPF LSM file_permission saw the call read, which for a
+//!   file of a container's overlay are the overlay file and the real (upper or lower) file
 //!   behind it (overlayfs reads the real file through vfs_iter_read or vfs_splice_read, which
-//!   check its permission again);
-//! - fallback tier: the file behind the call's descriptor and, when that is an overlayfs
-//!   file, the real file it reads from (its private data).
+//!   check its permission again), counted by fexit on the syscall;
+//! - fallback tier (here): sys_exit, the file behind the call's descriptor and, when that is an
+//!   overlayfs file, the real file it reads from (its private data).
 //!
 //! Not seen in either tier: reads through mmap, io_uring and AIO.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
@@ -22,32 +22,14 @@ use tally_common::{FileKey, FileReadCounts};
 
 use crate::{
     atomic,
-    kernel::{current_fd_file, overlay_real_file, regular_file, syscall_arg, syscall_nr, FileId},
-    maps::{FILE_READS, LIMITS, READS_IN_FLIGHT},
+    kernel::{current_fd_file, overlay_real_file, regular_file, syscall_arg, syscall_nr_btf, FileId},
+    maps::{FILE_READS, LIMITS},
 };
-
-/// Set by the loader in the full tier: the files of a read come from file_permission (the
-/// fallback tier's sys_exit looks at the descriptor instead).
-#[unsafe(no_mangle)]
-static READ_FILES_FROM_LSM: u64 = 0;
-
-/// At most this many files per read call: the overlay file, the real one, and one more
-/// (an overlay over an overlay).
-pub const FILES_PER_READ: usize = 3;
-
-/// Value of `reads_in_flight`: the files one read syscall has touched so far.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ReadInFlight {
-    pub cgroup_id: u64,
-    pub count: u64,
-    pub files: [FileId; FILES_PER_READ],
-}
 
 /// x86-64 syscall numbers of the calls that read a file, and which argument is the
 /// descriptor read from.
 #[inline(always)]
-fn read_syscall_fd_arg(nr: u64) -> Option<u8> {
+pub fn read_syscall_fd_arg(nr: u64) -> Option<u8> {
     const READ: u64 = 0;
     const PREAD64: u64 = 17;
     const READV: u64 = 19;
@@ -66,74 +48,26 @@ fn read_syscall_fd_arg(nr: u64) -> Option<u8> {
 
 /// The caller's container, or None for cgroups that are not containers.
 #[inline(always)]
-fn current_container() -> Option<u64> {
+pub fn current_container() -> Option<u64> {
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
     LIMITS.get_ptr(cgid).map(|_| cgid)
 }
 
-/// sys_enter(regs, id), full tier: a container task starts a read syscall; file_permission
-/// records the files it reads.
-#[btf_tracepoint(function = "sys_enter")]
-pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
-    let nr: i64 = ctx.arg(1);
-    if read_syscall_fd_arg(nr as u64).is_none() {
-        return 0;
-    }
-    let Some(cgroup_id) = current_container() else {
-        return 0;
-    };
-    let empty = ReadInFlight {
-        cgroup_id,
-        count: 0,
-        files: [FileId {
-            ino: 0,
-            dev: 0,
-            overlay: 0,
-        }; FILES_PER_READ],
-    };
-    let thread = bpf_get_current_pid_tgid();
-    let _ = READS_IN_FLIGHT.insert(&thread, &empty, 0);
-    0
-}
-
-/// sys_exit(regs, ret): a syscall returned; read calls are counted against their files.
+/// sys_exit(regs, ret), fallback tier: a syscall returned; read calls are counted against their
+/// files. Runs at the end of every syscall on the host: the syscall number comes first.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
-    let regs: u64 = ctx.arg(0);
-    let ret: i64 = ctx.arg(1);
-    let Some(fd_arg) = syscall_nr(regs).and_then(read_syscall_fd_arg) else {
+    let regs: *const u8 = ctx.arg(0);
+    let Some(fd_arg) = read_syscall_fd_arg(syscall_nr_btf(regs)) else {
         return 0;
     };
-    // SAFETY: a volatile read of a static (see kernel::offset).
-    if unsafe { core::ptr::read_volatile(&READ_FILES_FROM_LSM) } != 0 {
-        from_lsm(ret);
-    } else if ret >= 0 {
+    let ret: i64 = ctx.arg(1);
+    let regs = regs as u64;
+    if ret >= 0 {
         from_descriptor(regs, fd_arg, ret as u64);
     }
     0
-}
-
-/// Full tier: the files file_permission recorded for this call.
-#[inline(always)]
-fn from_lsm(ret: i64) {
-    let thread = bpf_get_current_pid_tgid();
-    let Some(p) = READS_IN_FLIGHT.get_ptr(thread) else {
-        return;
-    };
-    // SAFETY: p comes from a successful lookup; the entry is this thread's alone.
-    let flight = unsafe { *p };
-    let _ = READS_IN_FLIGHT.remove(&thread);
-    if ret < 0 {
-        return;
-    }
-    // SAFETY: a BPF helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    for i in 0..FILES_PER_READ {
-        if (i as u64) < flight.count {
-            count(flight.cgroup_id, flight.files[i], ret as u64, now);
-        }
-    }
 }
 
 /// Fallback tier: the file behind the call's descriptor, and the real file behind an
@@ -163,7 +97,7 @@ fn from_descriptor(regs: u64, fd_arg: u8, bytes: u64) {
 
 /// One read call of `bytes` by container `cgroup_id` of file `id`.
 #[inline(always)]
-fn count(cgroup_id: u64, id: FileId, bytes: u64, now: u64) {
+pub fn count(cgroup_id: u64, id: FileId, bytes: u64, now: u64) {
     let key = FileKey {
         cgroup_id,
         ino: id.ino,

@@ -224,16 +224,18 @@ pub fn row_plans(tier: Tier) -> Vec<RowPlan> {
 pub fn statistic_plans(tier: Tier) -> Vec<RowPlan> {
     const WHAT: &str = "per container, device and inode of regular files: read calls, bytes and the last \
                         read, counted as read, pread64, readv, preadv, preadv2, sendfile, splice and copy_file_range \
-                        return (tp_btf sys_exit)";
+                        return";
     const MISSED: &str = "not seen: mmap, io_uring, AIO; in an LRU map of 65536 files";
     let how = match tier {
         Tier::Full => format!(
-            "{WHAT}; BPF LSM file_permission names the files each call reads, so a file of a container's overlay \
-             counts as the real upper or lower file overlayfs reads and as the overlay's inode; {MISSED}"
+            "{WHAT} (fexit on each); BPF LSM file_permission names the files each call reads, so a file of a \
+             container's overlay counts as the real upper or lower file overlayfs reads and as the overlay's \
+             inode; {MISSED}"
         ),
         Tier::Fallback => format!(
-            "{WHAT}; the file is the one behind the call's descriptor and, for an overlay file, the real upper or \
-             lower file behind it (overlayfs's private data), counted as both; {MISSED}"
+            "{WHAT} (tp_btf sys_exit, which every syscall on the host passes); the file is the one behind the \
+             call's descriptor and, for an overlay file, the real upper or lower file behind it (overlayfs's \
+             private data), counted as both; {MISSED}"
         ),
     };
     vec![RowPlan {

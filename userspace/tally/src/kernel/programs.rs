@@ -11,7 +11,8 @@ use std::{
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
-        loaded_links, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSock, CgroupSysctl, FEntry, Lsm,
+        loaded_links, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSock, CgroupSysctl, FEntry, FExit,
+        Lsm,
     },
     Btf, EbpfLoader,
 };
@@ -45,6 +46,7 @@ enum Hook {
     Lsm(&'static str),
     TpBtf(&'static str),
     FEntry(&'static str),
+    FExit(&'static str),
     /// A cgroup/sock program (its section gives the attach type), attached to the instance's
     /// parent cgroup2 directory, which every container inherits.
     CgroupSock(&'static str),
@@ -79,6 +81,7 @@ impl ProgramSpec {
             Hook::Lsm(n)
             | Hook::TpBtf(n)
             | Hook::FEntry(n)
+            | Hook::FExit(n)
             | Hook::CgroupSock(n)
             | Hook::CgroupDevice(n)
             | Hook::CgroupSysctl(n)
@@ -94,6 +97,15 @@ impl ProgramSpec {
     }
     const fn guard(hook: Hook) -> ProgramSpec {
         ProgramSpec::new(Side::Guard, hook)
+    }
+    /// A counter (no charge) whose function is not named after its hook: several programs
+    /// of one kind, each on its own kernel function.
+    const fn counter(name: &'static str, hook: Hook) -> ProgramSpec {
+        ProgramSpec {
+            name,
+            hook,
+            side: Side::Guard,
+        }
     }
 }
 
@@ -117,11 +129,17 @@ const FULL: &[ProgramSpec] = &[
     ProgramSpec::guard(Hook::CgroupSysctl("sysctl")),
     ProgramSpec::guard(Hook::CgroupSkb("ingress")),
     ProgramSpec::guard(Hook::CgroupSkb("egress")),
-    // File-read statistics: sys_enter marks a container's read syscall, file_permission names
-    // the files it reads (the real file behind an overlay one too), sys_exit counts it.
-    ProgramSpec::guard(Hook::TpBtf("sys_enter")),
+    // File-read statistics: file_permission names the files a container's read syscall reads
+    // (the real file behind an overlay one too), fexit on the syscall counts them.
     ProgramSpec::guard(Hook::Lsm("file_permission")),
-    ProgramSpec::guard(Hook::TpBtf("sys_exit")),
+    ProgramSpec::counter("read_exit", Hook::FExit("__x64_sys_read")),
+    ProgramSpec::counter("pread64_exit", Hook::FExit("__x64_sys_pread64")),
+    ProgramSpec::counter("readv_exit", Hook::FExit("__x64_sys_readv")),
+    ProgramSpec::counter("preadv_exit", Hook::FExit("__x64_sys_preadv")),
+    ProgramSpec::counter("preadv2_exit", Hook::FExit("__x64_sys_preadv2")),
+    ProgramSpec::counter("sendfile_exit", Hook::FExit("__x64_sys_sendfile64")),
+    ProgramSpec::counter("splice_exit", Hook::FExit("__x64_sys_splice")),
+    ProgramSpec::counter("copy_range_exit", Hook::FExit("__x64_sys_copy_file_range")),
 ];
 
 /// Fallback tier: the same accounting from tracepoints; the pids controller refuses.
@@ -137,7 +155,7 @@ const FALLBACK: &[ProgramSpec] = &[
     ProgramSpec::guard(Hook::CgroupSkb("ingress")),
     ProgramSpec::guard(Hook::CgroupSkb("egress")),
     // File-read statistics: sys_exit counts a read syscall against the file behind its
-    // descriptor and the real file behind an overlay one.
+    // descriptor and the real file behind an overlay one (every syscall of the host passes it).
     ProgramSpec::guard(Hook::TpBtf("sys_exit")),
 ];
 
@@ -203,9 +221,6 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
     for (global, value) in &offsets {
         loader.override_global(global, value, true);
     }
-    // Where sys_exit learns which files a read syscall read (trace/read.rs).
-    let read_files_from_lsm = u64::from(tier == Tier::Full);
-    loader.override_global("READ_FILES_FROM_LSM", &read_files_from_lsm, true);
     let mut ebpf = loader.load(OBJECT)?;
 
     fs::create_dir_all(cgroup_parent).map_err(|source| KernelError::Io {
@@ -245,20 +260,22 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
                 .map_err(|e| program_err(format!("attaching to {}: {e}", cgroup_parent.display())))?;
             continue;
         }
-        let link: FdLink = match spec.hook {
-            Hook::Lsm(hook) => {
-                let p: &mut Lsm = program.try_into().map_err(|e| program_err(format!("{e}")))?;
-                p.load(hook, &btf)
+        // The programs attached to a kernel function or tracepoint named in their BTF: load
+        // against it, attach, keep the link.
+        macro_rules! btf_attached {
+            ($kind:ty, $target:expr) => {{
+                let p: &mut $kind = program.try_into().map_err(|e| program_err(format!("{e}")))?;
+                p.load($target, &btf)
                     .map_err(|e| program_err(describe_program_error(&e)))?;
                 let id = p.attach().map_err(|e| program_err(describe_program_error(&e)))?;
                 p.take_link(id).map_err(|e| program_err(e.to_string()))?.into()
-            }
-            Hook::TpBtf(tp) => {
-                let p: &mut BtfTracePoint = program.try_into().map_err(|e| program_err(format!("{e}")))?;
-                p.load(tp, &btf).map_err(|e| program_err(describe_program_error(&e)))?;
-                let id = p.attach().map_err(|e| program_err(describe_program_error(&e)))?;
-                p.take_link(id).map_err(|e| program_err(e.to_string()))?.into()
-            }
+            }};
+        }
+        let link: FdLink = match spec.hook {
+            Hook::Lsm(hook) => btf_attached!(Lsm, hook),
+            Hook::TpBtf(tp) => btf_attached!(BtfTracePoint, tp),
+            Hook::FEntry(function) => btf_attached!(FEntry, function),
+            Hook::FExit(function) => btf_attached!(FExit, function),
             Hook::CgroupSock(_) => {
                 let p: &mut CgroupSock = program.try_into().map_err(|e| program_err(format!("{e}")))?;
                 p.load().map_err(|e| program_err(describe_program_error(&e)))?;
@@ -283,13 +300,6 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
                 FdLink::try_from(link).map_err(|e| program_err(format!("cgroup link cannot be pinned: {e}")))?
             }
             Hook::CgroupDevice(_) | Hook::CgroupSysctl(_) => unreachable!("attached above"),
-            Hook::FEntry(function) => {
-                let p: &mut FEntry = program.try_into().map_err(|e| program_err(format!("{e}")))?;
-                p.load(function, &btf)
-                    .map_err(|e| program_err(describe_program_error(&e)))?;
-                let id = p.attach().map_err(|e| program_err(describe_program_error(&e)))?;
-                p.take_link(id).map_err(|e| program_err(e.to_string()))?.into()
-            }
         };
         link.pin(pins.link(spec.name))
             .map_err(|e| program_err(format!("pinning the link: {e}")))?;
