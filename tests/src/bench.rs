@@ -36,6 +36,7 @@ pub fn main(args: &[String]) -> i32 {
         [what, rest @ ..] if what == "fork" => run(&LOOPS[..1], rest),
         [what, rest @ ..] if what == "start" => crate::bench_start::main(rest),
         [what, rest @ ..] if what == "density" => crate::bench_density::main(rest),
+        [what, rest @ ..] if what == "scrape" => crate::bench_scrape::main(rest),
         _ => {
             eprintln!("usage: tally-itest bench hooks|fork [ROUNDS] [OPS_PER_ROUND] | start [RUNS] | density [N]");
             2

@@ -12,6 +12,7 @@ mod abuse;
 mod api;
 mod bench;
 mod bench_density;
+mod bench_scrape;
 mod bench_start;
 mod cache;
 mod containers;

@@ -28,12 +28,20 @@ use crate::{
 
 pub fn tests() -> Vec<Test> {
     vec![Test {
-        name: "sigkill_at_50_random_points_loses_nothing_leaks_nothing_and_limits_hold",
+        name: "sigkill_at_random_points_of_operations_loses_nothing_leaks_nothing_and_limits_hold",
         run: sigkill_points,
     }]
 }
 
-const KILLS: usize = 50;
+/// Kill points: the 50 on the host; 12 in the emulated VMs, where each restart of
+/// tallyd takes seconds (the full tier's programs still get killed under and re-adopted).
+fn kills() -> usize {
+    if std::env::var_os("TALLY_ITEST_EMULATED").is_some() {
+        12
+    } else {
+        50
+    }
+}
 /// The container no operation touches: running, with a numproc limit.
 const KEEPER: &str = "300";
 const KEEPER_LIMIT: u64 = 12;
@@ -80,7 +88,8 @@ fn sigkill_points(env: &mut Env) -> Outcome {
     let (mut storms, mut halfway) = (0, 0);
     let mut ops = std::collections::BTreeMap::<String, u32>::new();
 
-    for i in 0..KILLS {
+    let kills = kills();
+    for i in 0..kills {
         let (ct, ip) = POOL[rng.below(POOL.len() as u64) as usize];
         let exists = env.instance.config_path(&CtId::parse(ct).unwrap()).exists();
         let running = exists && init_pid(env, ct).is_ok();
@@ -146,9 +155,9 @@ fn sigkill_points(env: &mut Env) -> Outcome {
         );
         last = row;
     }
-    println!("    operations killed: {ops:?}, {halfway} of them half-way; storms with tallyd down: {storms}");
-    check!(storms >= 5, "only {storms} storms");
-    check!(halfway >= KILLS / 5, "only {halfway} of {KILLS} kills hit an operation half-way");
+    println!("    {kills} kills; operations killed: {ops:?}, {halfway} of them half-way; storms with tallyd down: {storms}");
+    check!(storms >= kills / 10, "only {storms} storms");
+    check!(halfway >= kills / 5, "only {halfway} of {kills} kills hit an operation half-way");
     for (ct, _) in POOL.iter().copied().chain([(KEEPER, "")]) {
         if env.instance.config_path(&CtId::parse(ct).unwrap()).exists() {
             try_or_fail!(ok(env, &["destroy", ct]), "destroy");

@@ -2,7 +2,9 @@
 //! same run, on the host (its tier) and in a Debian 6.12 VM (full tier). `hooks`: fork/exit,
 //! open/close, socket/close, flock/unlock and 4 KiB read loops; `fork`: the first of them.
 //! Host only: `start` (create+start, exec and stop against runc and crun) and `density` (N
-//! containers with an httpd each: memory per container, tallyd's RSS), both of the release build.
+//! containers with an httpd each: memory per container, tallyd's RSS) and `scrape` (one
+//! exporter scrape with 1000 containers' counters: duration, size, tallyd's CPU), all of the
+//! release build.
 
 use anyhow::{bail, Result};
 
@@ -25,16 +27,20 @@ pub struct Args {
     /// density: how many containers.
     #[arg(long, default_value_t = 200)]
     n: u32,
+    /// scrape: how many containers' counters one scrape reads.
+    #[arg(long, default_value_t = 1000)]
+    containers: u32,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if !["hooks", "fork", "start", "density"].contains(&args.name.as_str()) {
-        bail!("unknown benchmark '{}'; available: hooks, fork, start, density", args.name);
+    if !["hooks", "fork", "start", "density", "scrape"].contains(&args.name.as_str()) {
+        bail!("unknown benchmark '{}'; available: hooks, fork, start, density, scrape", args.name);
     }
     setup::run()?;
     let host_only = match args.name.as_str() {
         "start" => Some(args.runs.to_string()),
         "density" => Some(args.n.to_string()),
+        "scrape" => Some(args.containers.to_string()),
         _ => None,
     };
     if let Some(count) = host_only {

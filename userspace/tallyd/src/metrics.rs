@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use axum::{http::header, response::IntoResponse, routing::get, Router};
-use prometheus::{core::Collector, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{core::Collector, Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 use tally::{
     cgroup::ContainerCgroup,
     ct::{ContainerView, CtId, Host},
@@ -69,102 +69,150 @@ pub async fn serve(listener: std::net::TcpListener, exporter: Arc<Exporter>) -> 
     Ok(())
 }
 
+/// One metric family of a scrape, its samples written straight in the text format: with
+/// hundreds of containers a scrape has some 100 000 samples, and building them as registry
+/// objects (hashing label sets, cloning them into protobuf structures, sorting) costs far more
+/// than reading them.
+struct Family {
+    name: String,
+    help: String,
+    kind: &'static str,
+    /// Label names, in the (alphabetical) order they are written.
+    labels: &'static [&'static str],
+    body: std::cell::RefCell<String>,
+}
+
+impl Family {
+    fn new(name: &str, help: &str, kind: &'static str, labels: &'static [&'static str]) -> Family {
+        Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            labels,
+            body: Default::default(),
+        }
+    }
+
+    /// One sample: `values` for the family's labels, in order.
+    fn sample(&self, values: &[&str], value: impl std::fmt::Display) {
+        use std::fmt::Write;
+        let mut body = self.body.borrow_mut();
+        body.push_str(&self.name);
+        if !self.labels.is_empty() {
+            body.push('{');
+            for (i, (name, v)) in self.labels.iter().zip(values).enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(name);
+                body.push_str("=\"");
+                for c in v.chars() {
+                    match c {
+                        '\\' => body.push_str("\\\\"),
+                        '"' => body.push_str("\\\""),
+                        '\n' => body.push_str("\\n"),
+                        c => body.push(c),
+                    }
+                }
+                body.push('"');
+            }
+            body.push('}');
+        }
+        let _ = writeln!(body, " {value}");
+    }
+
+    /// HELP, TYPE and the samples; nothing for a family without samples.
+    fn write_to(&self, out: &mut String) {
+        let body = self.body.borrow();
+        if body.is_empty() {
+            return;
+        }
+        let help = self.help.replace('\\', "\\\\").replace('\n', "\\n");
+        out.push_str(&format!("# HELP {} {help}\n# TYPE {} {}\n", self.name, self.name, self.kind));
+        out.push_str(&body);
+    }
+}
+
 /// The families of one scrape (made afresh each time: a container that went is not
 /// reported again).
 struct Families {
     registry: Registry,
-    ubc_held: IntGaugeVec,
-    ubc_maxheld: IntGaugeVec,
-    ubc_barrier: IntGaugeVec,
-    ubc_limit: IntGaugeVec,
-    ubc_failcnt: IntCounterVec,
-    running: IntGaugeVec,
-    processes: IntGaugeVec,
-    /// (tally's name labelled ctid, cAdvisor's labelled name + id), same value.
-    cpu: [prometheus::CounterVec; 2],
-    cpu_user: prometheus::CounterVec,
-    cpu_system: prometheus::CounterVec,
-    memory_usage: [IntGaugeVec; 2],
-    memory_working_set: [IntGaugeVec; 2],
-    memory_rss: IntGaugeVec,
-    memory_cache: IntGaugeVec,
-    memory_swap: IntGaugeVec,
+    ubc_held: Family,
+    ubc_maxheld: Family,
+    ubc_barrier: Family,
+    ubc_limit: Family,
+    ubc_failcnt: Family,
+    running: Family,
+    processes: Family,
+    /// (tally's name labelled ctid, cAdvisor's labelled id + name), same value.
+    cpu: [Family; 2],
+    cpu_user: Family,
+    cpu_system: Family,
+    memory_usage: [Family; 2],
+    memory_working_set: [Family; 2],
+    memory_rss: Family,
+    memory_cache: Family,
+    memory_swap: Family,
     /// rx bytes, tx bytes, rx packets, tx packets; each as [tally, cAdvisor].
-    network: [[IntCounterVec; 2]; 4],
-    file_read_bytes: IntCounterVec,
+    network: [[Family; 2]; 4],
+    file_read_bytes: Family,
 }
 
 /// How many of each container's most read files a scrape exports.
 const TOP_FILES: usize = 5;
 
 const CT: &[&str] = &["ctid"];
-const CADVISOR: &[&str] = &["name", "id"];
+/// cAdvisor's labels, in the order they are written: id, then name.
+const CADVISOR: &[&str] = &["id", "name"];
 
 impl Families {
     fn new() -> Result<Families> {
-        let registry = Registry::new();
-        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec> {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let seconds = |name: &str, help: &str, labels: &[&str]| -> Result<prometheus::CounterVec> {
-            let c = prometheus::CounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let row = &["ctid", "resource"];
+        let gauge = |name: &str, help: &str, labels: &'static [&'static str]| Family::new(name, help, "gauge", labels);
+        let counter = |name: &str, help: &str, labels: &'static [&'static str]| Family::new(name, help, "counter", labels);
+        let row: &'static [&'static str] = &["ctid", "resource"];
         let unit = "in the row's unit (/proc/user_beancounters: pages, bytes or objects)";
-        let network = |what: &str, dir: &str, help: &str| -> Result<[IntCounterVec; 2]> {
+        let network = |what: &str, dir: &str, help: &str| -> [Family; 2] {
             let help = format!("{help} by the container's sockets (cgroup_skb: IP packets)");
-            Ok([
-                counter(&format!("tally_container_network_{dir}_{what}_total"), &help, CT)?,
-                counter(&format!("container_network_{dir}_{what}_total"), &help, CADVISOR)?,
-            ])
+            [
+                counter(&format!("tally_container_network_{dir}_{what}_total"), &help, CT),
+                counter(&format!("container_network_{dir}_{what}_total"), &help, CADVISOR),
+            ]
         };
         Ok(Families {
-            ubc_held: gauge("tally_ubc_held", &format!("Beancounter held, {unit}"), row)?,
-            ubc_maxheld: gauge("tally_ubc_maxheld", &format!("Beancounter maxheld, {unit}"), row)?,
-            ubc_barrier: gauge("tally_ubc_barrier", &format!("Beancounter barrier, {unit}"), row)?,
-            ubc_limit: gauge("tally_ubc_limit", &format!("Beancounter limit, {unit}"), row)?,
-            ubc_failcnt: counter("tally_ubc_failcnt_total", "Beancounter failcnt: refused charges", row)?,
-            running: gauge("tally_container_running", "1 when the container's init runs", CT)?,
-            processes: gauge("tally_container_processes", "Processes in the container's cgroup", CT)?,
+            registry: Registry::new(),
+            ubc_held: gauge("tally_ubc_held", &format!("Beancounter held, {unit}"), row),
+            ubc_maxheld: gauge("tally_ubc_maxheld", &format!("Beancounter maxheld, {unit}"), row),
+            ubc_barrier: gauge("tally_ubc_barrier", &format!("Beancounter barrier, {unit}"), row),
+            ubc_limit: gauge("tally_ubc_limit", &format!("Beancounter limit, {unit}"), row),
+            ubc_failcnt: counter("tally_ubc_failcnt_total", "Beancounter failcnt: refused charges", row),
+            running: gauge("tally_container_running", "1 when the container's init runs", CT),
+            processes: gauge("tally_container_processes", "Processes in the container's cgroup", CT),
             cpu: [
-                seconds("tally_container_cpu_seconds_total", "CPU time of the container (cgroup cpu.stat)", CT)?,
-                seconds("container_cpu_usage_seconds_total", "CPU time of the container (cgroup cpu.stat)", CADVISOR)?,
+                counter("tally_container_cpu_seconds_total", "CPU time of the container (cgroup cpu.stat)", CT),
+                counter("container_cpu_usage_seconds_total", "CPU time of the container (cgroup cpu.stat)", CADVISOR),
             ],
-            cpu_user: seconds("container_cpu_user_seconds_total", "User CPU time of the container", CADVISOR)?,
-            cpu_system: seconds("container_cpu_system_seconds_total", "System CPU time of the container", CADVISOR)?,
+            cpu_user: counter("container_cpu_user_seconds_total", "User CPU time of the container", CADVISOR),
+            cpu_system: counter("container_cpu_system_seconds_total", "System CPU time of the container", CADVISOR),
             memory_usage: [
-                gauge("tally_container_memory_usage_bytes", "Memory charged to the container", CT)?,
-                gauge("container_memory_usage_bytes", "Memory charged to the container", CADVISOR)?,
+                gauge("tally_container_memory_usage_bytes", "Memory charged to the container", CT),
+                gauge("container_memory_usage_bytes", "Memory charged to the container", CADVISOR),
             ],
             memory_working_set: [
                 gauge(
                     "tally_container_memory_working_set_bytes",
                     "Memory usage less inactive file pages",
                     CT,
-                )?,
-                gauge(
-                    "container_memory_working_set_bytes",
-                    "Memory usage less inactive file pages",
-                    CADVISOR,
-                )?,
+                ),
+                gauge("container_memory_working_set_bytes", "Memory usage less inactive file pages", CADVISOR),
             ],
-            memory_rss: gauge("container_memory_rss", "Anonymous memory of the container", CADVISOR)?,
-            memory_cache: gauge("container_memory_cache", "Page cache charged to the container", CADVISOR)?,
-            memory_swap: gauge("container_memory_swap", "Swap used by the container", CADVISOR)?,
+            memory_rss: gauge("container_memory_rss", "Anonymous memory of the container", CADVISOR),
+            memory_cache: gauge("container_memory_cache", "Page cache charged to the container", CADVISOR),
+            memory_swap: gauge("container_memory_swap", "Swap used by the container", CADVISOR),
             network: [
-                network("bytes", "receive", "Bytes received")?,
-                network("bytes", "transmit", "Bytes sent")?,
-                network("packets", "receive", "Packets received")?,
-                network("packets", "transmit", "Packets sent")?,
+                network("bytes", "receive", "Bytes received"),
+                network("bytes", "transmit", "Bytes sent"),
+                network("packets", "receive", "Packets received"),
+                network("packets", "transmit", "Packets sent"),
             ],
             file_read_bytes: counter(
                 "tally_file_read_bytes_total",
@@ -173,18 +221,47 @@ impl Families {
                      files; a file behind an overlay is counted as its real file and as the overlay's inode"
                 ),
                 &["ctid", "dev", "ino"],
-            )?,
-            registry,
+            ),
         })
+    }
+
+    /// Every family in the text format, then the registry's (tallyd's own metrics).
+    fn encode(&self) -> Result<String> {
+        let mut out = String::with_capacity(1 << 20);
+        let mut all: Vec<&Family> = vec![
+            &self.ubc_held,
+            &self.ubc_maxheld,
+            &self.ubc_barrier,
+            &self.ubc_limit,
+            &self.ubc_failcnt,
+            &self.running,
+            &self.processes,
+            &self.cpu_user,
+            &self.cpu_system,
+            &self.memory_rss,
+            &self.memory_cache,
+            &self.memory_swap,
+            &self.file_read_bytes,
+        ];
+        all.extend(self.cpu.iter());
+        all.extend(self.memory_usage.iter());
+        all.extend(self.memory_working_set.iter());
+        all.extend(self.network.iter().flatten());
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        for f in all {
+            f.write_to(&mut out);
+        }
+        let mut own = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut own)?;
+        out.push_str(&String::from_utf8(own)?);
+        Ok(out)
     }
 
     /// The container's most read files (`top`: already its own, most read first).
     fn file_reads(&self, ct: &str, top: &[FileRead]) {
         for r in top {
             let dev = format!("{}:{}", libc::major(r.dev), libc::minor(r.dev));
-            self.file_read_bytes
-                .with_label_values(&[ct, &dev, &r.ino.to_string()])
-                .inc_by(r.bytes);
+            self.file_read_bytes.sample(&[ct, &dev, &r.ino.to_string()], r.bytes);
         }
     }
 
@@ -195,24 +272,22 @@ impl Families {
                 continue;
             };
             let labels = [ct, r.name()];
-            self.ubc_held.with_label_values(&labels).set(int(row.held));
-            self.ubc_maxheld.with_label_values(&labels).set(int(row.maxheld));
-            self.ubc_barrier.with_label_values(&labels).set(int(row.barrier));
-            self.ubc_limit.with_label_values(&labels).set(int(row.limit));
-            self.ubc_failcnt.with_label_values(&labels).inc_by(row.failcnt);
+            self.ubc_held.sample(&labels, int(row.held));
+            self.ubc_maxheld.sample(&labels, int(row.maxheld));
+            self.ubc_barrier.sample(&labels, int(row.barrier));
+            self.ubc_limit.sample(&labels, int(row.limit));
+            self.ubc_failcnt.sample(&labels, row.failcnt);
         }
-        self.running
-            .with_label_values(&[ct])
-            .set(i64::from(view.status.running));
-        self.processes.with_label_values(&[ct]).set(view.pids.len() as i64);
-        let both = [&[ct][..], &[ct, id][..]];
+        self.running.sample(&[ct], i64::from(view.status.running));
+        self.processes.sample(&[ct], view.pids.len());
+        let both = [&[ct][..], &[id, ct][..]];
 
         let cpu = cpu_stat(cgroup);
         for (family, labels) in self.cpu.iter().zip(both) {
-            family.with_label_values(labels).inc_by(cpu.usage);
+            family.sample(labels, cpu.usage);
         }
-        self.cpu_user.with_label_values(&[ct, id]).inc_by(cpu.user);
-        self.cpu_system.with_label_values(&[ct, id]).inc_by(cpu.system);
+        self.cpu_user.sample(&[id, ct], cpu.user);
+        self.cpu_system.sample(&[id, ct], cpu.system);
 
         if let Some(memory) = cgroup.has_memory().then(|| cgroup.memory_usage().ok()).flatten() {
             // v2 keys, then v1's hierarchical ones.
@@ -221,24 +296,18 @@ impl Families {
                 .current
                 .saturating_sub(stat(["inactive_file", "total_inactive_file"]));
             for (i, labels) in both.iter().enumerate() {
-                self.memory_usage[i].with_label_values(labels).set(int(memory.current));
-                self.memory_working_set[i].with_label_values(labels).set(int(working_set));
+                self.memory_usage[i].sample(labels, int(memory.current));
+                self.memory_working_set[i].sample(labels, int(working_set));
             }
-            self.memory_rss
-                .with_label_values(&[ct, id])
-                .set(int(stat(["anon", "total_rss"])));
-            self.memory_cache
-                .with_label_values(&[ct, id])
-                .set(int(stat(["file", "total_cache"])));
-            self.memory_swap
-                .with_label_values(&[ct, id])
-                .set(int(memory.swap_current.unwrap_or(0)));
+            self.memory_rss.sample(&[id, ct], int(stat(["anon", "total_rss"])));
+            self.memory_cache.sample(&[id, ct], int(stat(["file", "total_cache"])));
+            self.memory_swap.sample(&[id, ct], int(memory.swap_current.unwrap_or(0)));
         }
 
         let values = [traffic.rx_bytes, traffic.tx_bytes, traffic.rx_packets, traffic.tx_packets];
         for (pair, value) in self.network.iter().zip(values) {
             for (family, labels) in pair.iter().zip(both) {
-                family.with_label_values(labels).inc_by(value);
+                family.sample(labels, value);
             }
         }
     }
@@ -320,9 +389,7 @@ impl Exporter {
         ))?;
         scrape.set(started.elapsed().as_secs_f64());
         families.registry.register(Box::new(scrape))?;
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&families.registry.gather(), &mut out)?;
-        Ok(String::from_utf8(out)?)
+        families.encode()
     }
 
     /// tallyd's own metrics.
@@ -457,16 +524,12 @@ mod tests {
         };
         let families = Families::new().unwrap();
         families.container(&view, &cgroup, &traffic, &cadvisor_id("tally", &view.ctid));
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&families.registry.gather(), &mut out)
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = families.encode().unwrap();
         for line in [
             r#"tally_ubc_held{ctid="101",resource="numproc"} 20"#,
             r#"tally_ubc_failcnt_total{ctid="101",resource="numproc"} 11"#,
-            // UNLIMITED, as the float Prometheus keeps (2^63).
-            r#"tally_ubc_barrier{ctid="101",resource="numfile"} 9223372036854776000"#,
+            // UNLIMITED (Prometheus keeps it as the float 2^63).
+            r#"tally_ubc_barrier{ctid="101",resource="numfile"} 9223372036854775807"#,
             r#"tally_container_cpu_seconds_total{ctid="101"} 1"#,
             r#"container_cpu_usage_seconds_total{id="/tally/101",name="101"} 1"#,
             r#"tally_container_network_receive_bytes_total{ctid="101"} 1500"#,
@@ -494,11 +557,7 @@ mod tests {
             last_read_ns: 1,
         };
         families.file_reads("101", &[read]);
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&families.registry.gather(), &mut out)
-            .unwrap();
-        let text = String::from_utf8(out).unwrap();
+        let text = families.encode().unwrap();
         let line = r#"tally_file_read_bytes_total{ctid="101",dev="254:1",ino="42"} 1048576"#;
         assert!(text.lines().any(|l| l == line), "no line {line} in:\n{text}");
     }

@@ -67,10 +67,15 @@ impl Rootfs {
         Ok(())
     }
 
+    /// Whether the overlay is mounted at the root: an overlay has a device of its own, so the
+    /// root then sits on another device than its parent directory (two stats, where reading
+    /// mountinfo grows with every mount on the host).
     pub fn is_mounted(&self) -> bool {
-        fs::read_to_string("/proc/self/mountinfo")
-            .map(|info| mount_points(&info).any(|p| p == self.root))
-            .unwrap_or(false)
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(root), Some(Ok(parent))) = (fs::metadata(&self.root), self.root.parent().map(fs::metadata)) else {
+            return false;
+        };
+        root.dev() != parent.dev()
     }
 
     /// Mounts `template` (read-only, shared) under the private upper directory at the root.
