@@ -111,8 +111,10 @@ fn sigkill_points(env: &mut Env) -> Outcome {
             env.tally_command().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn(),
             "running tally"
         );
-        // A random point: most operations take tens of milliseconds.
-        std::thread::sleep(Duration::from_micros(rng.below(25_000)));
+        // A random point: most operations take tens of milliseconds (on emulated CPUs some
+        // forty times as long, the client's own start included).
+        let slow = if std::env::var_os("TALLY_ITEST_EMULATED").is_some() { 40 } else { 1 };
+        std::thread::sleep(Duration::from_micros(rng.below(25_000 * slow)));
         try_or_fail!(env.kill_tallyd(), "SIGKILL tallyd");
         try_or_fail!(reap(&mut client), format!("the client of `tally {}`", args.join(" ")));
         // Killed half-way: an intent or a template's temporary tree is left behind.

@@ -265,7 +265,14 @@ impl Families {
         }
     }
 
-    fn container(&self, view: &ContainerView, cgroup: &ContainerCgroup, traffic: &Traffic, id: &str) {
+    fn container(
+        &self,
+        view: &ContainerView,
+        cgroup: &ContainerCgroup,
+        memory: Option<&tally::cgroup::MemoryUsage>,
+        traffic: &Traffic,
+        id: &str,
+    ) {
         let ct = view.ctid.as_str();
         for r in Resource::ALL.iter().filter(|r| !r.is_dummy()) {
             let Some(row) = view.beancounters.get(r.index()) else {
@@ -289,7 +296,7 @@ impl Families {
         self.cpu_user.sample(&[id, ct], cpu.user);
         self.cpu_system.sample(&[id, ct], cpu.system);
 
-        if let Some(memory) = cgroup.has_memory().then(|| cgroup.memory_usage().ok()).flatten() {
+        if let Some(memory) = memory {
             // v2 keys, then v1's hierarchical ones.
             let stat = |keys: [&str; 2]| keys.iter().find_map(|k| memory.stat.get(*k).copied()).unwrap_or(0);
             let working_set = memory
@@ -364,14 +371,15 @@ impl Exporter {
         };
         let mut unreadable = 0;
         for ct in &ids {
-            let read = || -> Result<(ContainerView, ContainerCgroup)> {
+            let read = || -> Result<(ContainerView, Option<tally::cgroup::MemoryUsage>, ContainerCgroup)> {
                 let host = self.lock();
-                Ok((host.view(ct)?, host.cgroup(ct)?))
+                let (view, memory) = host.view_and_memory(ct)?;
+                Ok((view, memory, host.cgroup(ct)?))
             };
             match read() {
-                Ok((view, cgroup)) => {
+                Ok((view, memory, cgroup)) => {
                     let rows = traffic.traffic(view.cgroup_id)?;
-                    families.container(&view, &cgroup, &rows, &cadvisor_id(&instance, ct));
+                    families.container(&view, &cgroup, memory.as_ref(), &rows, &cadvisor_id(&instance, ct));
                     families.file_reads(view.ctid.as_str(), &reads::top_files(&file_reads, view.cgroup_id, TOP_FILES));
                 }
                 // Destroyed between the listing and now, or its cgroup gone: not reported.
@@ -523,7 +531,7 @@ mod tests {
             tx_packets: 2,
         };
         let families = Families::new().unwrap();
-        families.container(&view, &cgroup, &traffic, &cadvisor_id("tally", &view.ctid));
+        families.container(&view, &cgroup, None, &traffic, &cadvisor_id("tally", &view.ctid));
         let text = families.encode().unwrap();
         for line in [
             r#"tally_ubc_held{ctid="101",resource="numproc"} 20"#,

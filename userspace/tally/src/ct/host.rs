@@ -352,6 +352,12 @@ impl Host {
     }
 
     pub fn view(&self, ct: &CtId) -> Result<ContainerView, HostError> {
+        Ok(self.view_and_memory(ct)?.0)
+    }
+
+    /// [`Self::view`], with the memory controller's figures its memory rows came from (the
+    /// exporter reports them too, without reading them twice).
+    pub fn view_and_memory(&self, ct: &CtId) -> Result<(ContainerView, Option<crate::cgroup::MemoryUsage>), HostError> {
         if !self.exists(ct) {
             return Err(HostError::NoSuchContainer(ct.clone()));
         }
@@ -359,7 +365,8 @@ impl Host {
         let cgid = cgroup.id()?;
         let config = CtConfig::load(&self.instance.config_path(ct))?;
         let value = |k: &str| config.values.get(k).cloned().unwrap_or_default();
-        Ok(ContainerView {
+        let (beancounters, memory) = self.beancounters_and_memory(&cgroup, cgid)?;
+        let view = ContainerView {
             ctid: ct.clone(),
             status: self.status(ct)?,
             ostemplate: value("OSTEMPLATE"),
@@ -367,13 +374,19 @@ impl Host {
             ip_address: value("IP_ADDRESS").split_whitespace().map(str::to_string).collect(),
             cgroup_id: cgid,
             pids: cgroup.pids()?,
-            beancounters: self.beancounters(&cgroup, cgid)?.to_vec(),
-        })
+            beancounters: beancounters.to_vec(),
+        };
+        Ok((view, memory))
     }
 
-    /// The container's rows: what `kept_rows` has, and the rows sampled from its processes.
-    fn beancounters(&self, cgroup: &ContainerCgroup, cgid: u64) -> Result<[Beancounter; RESOURCE_COUNT], HostError> {
-        let mut rows = self.kept_rows(cgroup, cgid)?;
+    /// The container's rows: what `kept_rows` has, and the rows sampled from its processes;
+    /// with the memory controller's figures the memory rows came from.
+    fn beancounters_and_memory(
+        &self,
+        cgroup: &ContainerCgroup,
+        cgid: u64,
+    ) -> Result<([Beancounter; RESOURCE_COUNT], Option<crate::cgroup::MemoryUsage>), HostError> {
+        let (mut rows, memory) = self.kept_rows_and_memory(cgroup, cgid)?;
         let pids = cgroup.pids()?;
         let buffers = sampled::socket_buffers(&pids);
         let sampled = [
@@ -393,13 +406,22 @@ impl Host {
             row.held = held;
             row.maxheld = row.maxheld.max(*peak);
         }
-        Ok(rows)
+        Ok((rows, memory))
     }
 
     /// The rows kept as they change: counters from BPF, barrier/limit from the limits map, the
     /// memory rows from the memory controller, and on the fallback tier numproc's failcnt from
     /// the pids controller (which is what refuses).
     fn kept_rows(&self, cgroup: &ContainerCgroup, cgid: u64) -> Result<[Beancounter; RESOURCE_COUNT], HostError> {
+        Ok(self.kept_rows_and_memory(cgroup, cgid)?.0)
+    }
+
+    /// [`Self::kept_rows`], with the memory controller's figures they were read from.
+    fn kept_rows_and_memory(
+        &self,
+        cgroup: &ContainerCgroup,
+        cgid: u64,
+    ) -> Result<([Beancounter; RESOURCE_COUNT], Option<crate::cgroup::MemoryUsage>), HostError> {
         let counters = self.maps.counters(cgid)?.unwrap_or_default();
         let limits = self.maps.limits(cgid)?.unwrap_or_default();
         let mut rows = [Beancounter::default(); RESOURCE_COUNT];
@@ -416,10 +438,14 @@ impl Host {
         if self.tier == Tier::Fallback {
             rows[Resource::NumProc.index()].failcnt = cgroup.pids_refusals()?;
         }
-        if cgroup.has_memory() {
-            memory_rows(&mut rows, &cgroup.memory_usage()?);
-        }
-        Ok(rows)
+        let memory = if cgroup.has_memory() {
+            let m = cgroup.memory_usage()?;
+            memory_rows(&mut rows, &m);
+            Some(m)
+        } else {
+            None
+        };
+        Ok((rows, memory))
     }
 
     pub(super) fn forget_sampled_peaks(&self, cgid: u64) {
