@@ -89,7 +89,13 @@ fn give_copies(env: &Env, ct: &str, files: &[PathBuf]) -> Result<()> {
 fn dedup(env: &mut Env) -> Outcome {
     let (n, nfiles, size) = sizes();
     let total = (nfiles * size) as u64;
-    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    let port = try_or_fail!(
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()),
+        "a port for the exporter"
+    )
+    .port();
+    let exporter = format!("127.0.0.1:{port}");
+    try_or_fail!(env.start_tallyd_with(&["--metrics", &exporter]), "starting tallyd");
     try_or_fail!(
         std::fs::write(
             env.instance.root.join("pfcache.conf"),
@@ -217,6 +223,22 @@ fn dedup(env: &mut Env) -> Outcome {
             && stats["corrupt_dropped"].as_u64().is_some_and(|c| c >= 1),
         "after gc: {stats}"
     );
+    // The exporter reports the same store.
+    let metrics = try_or_fail!(scrape(&exporter), "scraping the exporter");
+    for (name, key) in [
+        ("tally_cache_objects", "objects"),
+        ("tally_cache_bytes", "bytes"),
+        ("tally_cache_promotions_total", "promotions"),
+        ("tally_cache_evictions_total", "evictions"),
+        ("tally_cache_corrupt_dropped_total", "corrupt_dropped"),
+    ] {
+        let line = metrics.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_default();
+        check!(
+            line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) == stats[key].as_u64(),
+            "{name} reads {line:?}, tally cache stats says {}",
+            stats[key]
+        );
+    }
     // Still the same content everywhere (evicted objects' links stay).
     let seen = try_or_fail!(sha256_inside(env, &cts[n - 1], "/srv/data/f0"), "sha256sum");
     check!(seen == original, "after eviction f0 reads {seen}");
@@ -257,4 +279,15 @@ fn object_of(env: &Env, file: &Path) -> Result<PathBuf> {
 
 fn on_tmpfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
+/// The exporter's text (from 127.0.0.1: loopback only).
+fn scrape(addr: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
 }

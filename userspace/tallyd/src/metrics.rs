@@ -369,6 +369,7 @@ impl Exporter {
             let host = self.lock();
             (host.instance.name.clone(), host.configured()?)
         };
+        let root = self.lock().instance.root.clone();
         let mut unreadable = 0;
         for ct in &ids {
             let read = || -> Result<(ContainerView, Option<tally::cgroup::MemoryUsage>, ContainerCgroup)> {
@@ -390,6 +391,7 @@ impl Exporter {
             }
         }
         self.health(&families.registry, &beancounters, ids.len(), unreadable)?;
+        cache_metrics(&families.registry, &root)?;
 
         let scrape = prometheus::Gauge::with_opts(Opts::new(
             "tally_scrape_duration_seconds",
@@ -472,6 +474,42 @@ impl Exporter {
         }
         Ok(())
     }
+}
+
+/// The dedup file cache's store (tally::ct::cache): read when scraped, like the rest.
+fn cache_metrics(registry: &Registry, root: &std::path::Path) -> Result<()> {
+    let settings = tally::ct::cache::Settings::load(root)?;
+    let stats = tally::ct::cache::Store::new(root, settings.cap).stats()?;
+    for (name, help, value, counter) in [
+        ("tally_cache_objects", "Files in the dedup cache's store", stats.objects, false),
+        ("tally_cache_bytes", "Bytes in the dedup cache's store", stats.bytes, false),
+        ("tally_cache_cap_bytes", "The store's cap (PFCACHE_SIZE)", stats.cap, false),
+        (
+            "tally_cache_page_cache_saved_bytes",
+            "Page cache the shared copies save: each object's size times its links into containers less one",
+            stats.page_cache_saved_bytes,
+            false,
+        ),
+        ("tally_cache_promotions_total", "Container copies promoted to shared links", stats.promotions, true),
+        ("tally_cache_evictions_total", "Objects evicted to keep the store under its cap", stats.evictions, true),
+        (
+            "tally_cache_corrupt_dropped_total",
+            "Objects that no longer matched their names, dropped (never served)",
+            stats.corrupt_dropped,
+            true,
+        ),
+    ] {
+        if counter {
+            let c = prometheus::IntCounter::new(name, help)?;
+            c.inc_by(value);
+            registry.register(Box::new(c))?;
+        } else {
+            let g = prometheus::IntGauge::new(name, help)?;
+            g.set(int(value));
+            registry.register(Box::new(g))?;
+        }
+    }
+    Ok(())
 }
 
 /// cAdvisor's `id`: the container's cgroup path from the cgroup2 root.
