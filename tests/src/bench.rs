@@ -37,6 +37,7 @@ pub fn main(args: &[String]) -> i32 {
         [what, rest @ ..] if what == "start" => crate::bench_start::main(rest),
         [what, rest @ ..] if what == "density" => crate::bench_density::main(rest),
         [what, rest @ ..] if what == "scrape" => crate::bench_scrape::main(rest),
+        [what, rest @ ..] if what == "dedup" => crate::bench_dedup::main(rest),
         _ => {
             eprintln!("usage: tally-itest bench hooks|fork [ROUNDS] [OPS_PER_ROUND] | start [RUNS] | density [N]");
             2

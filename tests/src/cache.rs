@@ -36,13 +36,13 @@ fn sizes() -> (usize, usize, usize) {
     }
 }
 
-fn drop_page_cache() -> Result<()> {
+pub(crate) fn drop_page_cache() -> Result<()> {
     nix::unistd::sync();
     std::fs::write("/proc/sys/vm/drop_caches", "1").context("dropping the page cache")
 }
 
 /// Page cache charged to the containers' memory cgroups, summed.
-fn file_bytes(env: &Env, cts: &[String]) -> Result<u64> {
+pub(crate) fn file_bytes(env: &Env, cts: &[String]) -> Result<u64> {
     let mut sum = 0;
     for ct in cts {
         let stat = env.cgroup(ct)?.memory_usage()?.stat;
@@ -52,7 +52,7 @@ fn file_bytes(env: &Env, cts: &[String]) -> Result<u64> {
 }
 
 /// Reads every data file in each container (as its processes would).
-fn read_all(env: &Env, cts: &[String]) -> Result<()> {
+pub(crate) fn read_all(env: &Env, cts: &[String]) -> Result<()> {
     for ct in cts {
         ok(env, &["exec", ct, "--", "sh", "-c", "cat /srv/data/* > /dev/null"])?;
     }
@@ -65,7 +65,7 @@ fn sha256_inside(env: &Env, ct: &str, path: &str) -> Result<String> {
 }
 
 /// Copies `files` into container `ct`'s upper directory at /srv/data, owned by its root.
-fn give_copies(env: &Env, ct: &str, files: &[PathBuf]) -> Result<()> {
+pub(crate) fn give_copies(env: &Env, ct: &str, files: &[PathBuf]) -> Result<()> {
     let id = CtId::parse(ct)?;
     let conf = std::fs::read_to_string(env.instance.config_path(&id))?;
     let base: u32 = conf
@@ -246,7 +246,7 @@ fn dedup(env: &mut Env) -> Outcome {
 }
 
 /// `count` files of `size` pseudo-random bytes (seeded) in `dir`: f0, f1, ...
-fn make_files(dir: &Path, count: usize, size: usize, seed: u64) -> Result<Vec<PathBuf>> {
+pub(crate) fn make_files(dir: &Path, count: usize, size: usize, seed: u64) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
     let mut out = Vec::new();
@@ -277,7 +277,7 @@ fn object_of(env: &Env, file: &Path) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn on_tmpfs(path: &Path) -> bool {
+pub(crate) fn on_tmpfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
 }
 

@@ -11,6 +11,7 @@
 mod abuse;
 mod api;
 mod bench;
+mod bench_dedup;
 mod bench_density;
 mod bench_scrape;
 mod bench_start;

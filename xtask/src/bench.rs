@@ -3,8 +3,9 @@
 //! open/close, socket/close, flock/unlock and 4 KiB read loops; `fork`: the first of them.
 //! Host only: `start` (create+start, exec and stop against runc and crun) and `density` (N
 //! containers with an httpd each: memory per container, tallyd's RSS) and `scrape` (one
-//! exporter scrape with 1000 containers' counters: duration, size, tallyd's CPU), all of the
-//! release build.
+//! exporter scrape with 1000 containers' counters: duration, size, tallyd's CPU) and `dedup`
+//! (page cache and start times of 20 and 50 containers with and without the file cache), all of
+//! the release build.
 
 use anyhow::{bail, Result};
 
@@ -30,17 +31,21 @@ pub struct Args {
     /// scrape: how many containers' counters one scrape reads.
     #[arg(long, default_value_t = 1000)]
     containers: u32,
+    /// dedup: MiB of files each container holds a copy of.
+    #[arg(long, default_value_t = 32)]
+    size_mib: u32,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if !["hooks", "fork", "start", "density", "scrape"].contains(&args.name.as_str()) {
-        bail!("unknown benchmark '{}'; available: hooks, fork, start, density, scrape", args.name);
+    if !["hooks", "fork", "start", "density", "scrape", "dedup"].contains(&args.name.as_str()) {
+        bail!("unknown benchmark '{}'; available: hooks, fork, start, density, scrape, dedup", args.name);
     }
     setup::run()?;
     let host_only = match args.name.as_str() {
         "start" => Some(args.runs.to_string()),
         "density" => Some(args.n.to_string()),
         "scrape" => Some(args.containers.to_string()),
+        "dedup" => Some(args.size_mib.to_string()),
         _ => None,
     };
     if let Some(count) = host_only {

@@ -181,6 +181,8 @@ pub fn apply(root: &Path, store: &Store, ct: &str, upper: &Path, layer: &Path) -
         fs::create_dir_all(parent).map_err(io(parent))?;
         let _ = fs::remove_file(&link);
         fs::hard_link(store.object_path(&p.hash), &link).map_err(io(&link))?;
+        // A new link moves the object's ctime; it was verified just above.
+        store.mark_verified(&p.hash)?;
         // The link first, then the copy goes: at any moment one of them is there.
         fs::remove_file(&copy).map_err(io(&copy))?;
         store.touch(&p.hash);

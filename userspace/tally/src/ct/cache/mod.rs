@@ -279,7 +279,8 @@ impl Store {
         self.dir.join("verified").join(hex)
     }
 
-    fn mark_verified(&self, hex: &str) -> Result<(), CacheError> {
+    /// Records that object `hex` matches its name as of its current ctime.
+    pub(crate) fn mark_verified(&self, hex: &str) -> Result<(), CacheError> {
         let meta = fs::metadata(self.object_path(hex)).map_err(io(&self.object_path(hex)))?;
         let dir = self.dir.join("verified");
         fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -287,9 +288,12 @@ impl Store {
         fs::write(&p, ctime_ns(&meta).to_string()).map_err(io(&p))
     }
 
-    /// Marks object `hex` used now (its atime-like stamp for eviction is its mtime).
+    /// Marks object `hex` used now (its atime-like stamp for eviction is its mtime). Touching
+    /// moves its ctime too: a verified object stays verified (without a re-hash).
     pub fn touch(&self, hex: &str) {
         let p = self.object_path(hex);
+        let verified = fs::metadata(&p)
+            .is_ok_and(|m| fs::read_to_string(self.verified_path(hex)).is_ok_and(|s| s == ctime_ns(&m).to_string()));
         let now = nix::sys::time::TimeSpec::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
         let _ = nix::sys::stat::utimensat(
             None,
@@ -298,6 +302,9 @@ impl Store {
             &now,
             nix::sys::stat::UtimensatFlags::NoFollowSymlink,
         );
+        if verified {
+            let _ = self.mark_verified(hex);
+        }
     }
 
     /// The names of every object.
