@@ -111,18 +111,23 @@ fn sigkill_points(env: &mut Env) -> Outcome {
             env.tally_command().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn(),
             "running tally"
         );
-        // A random point: most operations take tens of milliseconds (on emulated CPUs some
-        // forty times as long, the client's own start included).
+        // A random point: mostly while the operation is under way (its intent, or a template's
+        // temporary tree, is there: the client's own start, slow on emulated CPUs, is not
+        // what is being tested), else anywhere in the first tens of milliseconds.
         let slow = if std::env::var_os("TALLY_ITEST_EMULATED").is_some() { 40 } else { 1 };
-        std::thread::sleep(Duration::from_micros(rng.below(25_000 * slow)));
+        if rng.below(4) > 0 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !under_way(&env.instance.root) && Instant::now() < deadline && client.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            std::thread::sleep(Duration::from_micros(rng.below(3_000 * slow)));
+        } else {
+            std::thread::sleep(Duration::from_micros(rng.below(25_000 * slow)));
+        }
         try_or_fail!(env.kill_tallyd(), "SIGKILL tallyd");
         try_or_fail!(reap(&mut client), format!("the client of `tally {}`", args.join(" ")));
         // Killed half-way: an intent or a template's temporary tree is left behind.
-        let root = &env.instance.root;
-        if std::fs::read_dir(root.join("journal")).is_ok_and(|mut d| d.next().is_some())
-            || std::fs::read_dir(root.join("template"))
-                .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().contains(".tmp-")))
-        {
+        if under_way(&env.instance.root) {
             halfway += 1;
         }
 
@@ -263,4 +268,12 @@ fn consistent(env: &Env) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether an operation is under way (or was, when tallyd was killed): an intent in the
+/// journal, or a template's temporary tree.
+fn under_way(root: &Path) -> bool {
+    std::fs::read_dir(root.join("journal")).is_ok_and(|d| d.flatten().any(|e| !e.file_name().to_string_lossy().starts_with('.')))
+        || std::fs::read_dir(root.join("template"))
+            .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().contains(".tmp-")))
 }
