@@ -409,6 +409,7 @@ async fn delete_link(handle: &Handle, name: &str) -> Result<(), NetError> {
 fn with_host_netlink<T>(f: impl AsyncFnOnce(Handle) -> Result<T, NetError>) -> Result<T, NetError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .map_err(sys("tokio runtime"))?;
     rt.block_on(async {
@@ -436,9 +437,21 @@ pub fn remove(instance: &str, ct: &CtId, bridge: Option<&str>) -> Result<(), Net
                     bridge = link_name(&h, m).await;
                 }
             }
-            match delete_link(&h, &name).await {
-                Err(NetError::NoInterface(_)) | Ok(()) => {}
-                Err(e) => return Err(e),
+            // The veth may be going away with its namespace right now (the init was just
+            // killed): it is a port of the bridge until it is gone, so wait for that (briefly)
+            // before asking whether the bridge has ports left.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                match delete_link(&h, &name).await {
+                    Err(NetError::NoInterface(_)) => break,
+                    Ok(()) => {}
+                    Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                    Err(_) => {}
+                }
+                if std::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             match bridge {
                 Some(b) => release_bridge(&h, &b).await,
