@@ -111,8 +111,8 @@ pub fn tests() -> Vec<Test> {
         run: as_check_says,
     });
     v.push(Test {
-        name: "privvmpages_counts_private_memory_and_guarantees_reach_the_memory_controller",
-        run: privvm_and_guarantees,
+        name: "privvmpages_and_kmemsize_count_and_guarantees_reach_the_memory_controller",
+        run: privvm_kmem_and_guarantees,
     });
     v.push(Test {
         name: "socket_buffer_rows_count_unread_data_in_a_containers_own_netns",
@@ -121,6 +121,10 @@ pub fn tests() -> Vec<Test> {
     v.push(Test {
         name: "numiptent_counts_the_netfilter_rules_of_a_containers_own_netns",
         run: netfilter_entries,
+    });
+    v.push(Test {
+        name: "numsiginfo_counts_signals_queued_in_a_user_namespace_container",
+        run: queued_signals,
     });
     v
 }
@@ -297,7 +301,7 @@ fn ram_limit(env: &mut Env) -> Outcome {
 
 /// privvmpages counts the private memory of the container's processes; vmguarpages' and
 /// oomguarpages' barriers become memory.low and memory.min where cgroup v2 has them.
-fn privvm_and_guarantees(env: &mut Env) -> Outcome {
+fn privvm_kmem_and_guarantees(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     let out = try_or_fail!(
         env.set(
@@ -315,7 +319,14 @@ fn privvm_and_guarantees(env: &mut Env) -> Outcome {
     let mut hog = try_or_fail!(Driven::start(cmd), "starting an 8 MiB workload");
     try_or_fail!(hog.read::<serde_json::Value>(), "the 8 MiB workload");
     let during = try_or_fail!(env.ubc_row(CT, Resource::PrivVmPages), "privvmpages");
+    // Processes cost kernel memory (stacks, page tables, slab): kmemsize must see it, on v1
+    // (memory.kmem.*) as on v2 (memory.stat's kernel).
+    let kmem = try_or_fail!(env.ubc_row(CT, Resource::KmemSize), "kmemsize");
     try_or_fail!(hog.finish(), "ending the workload");
+    check!(
+        kmem.held > 16 * 1024 && kmem.maxheld >= kmem.held,
+        "kmemsize should count the running container's kernel memory: {kmem:?}"
+    );
     check!(
         during.held >= 8 * 256,
         "8 MiB of private data should be held: {during:?}"
@@ -556,5 +567,54 @@ fn netfilter_entries(env: &mut Env) -> Outcome {
     check!(with.held == idle.held + 5, "5 rules: {with:?} (idle {})", idle.held);
     check!(after.maxheld >= idle.held + 5, "maxheld forgot the peak: {after:?}");
     try_or_fail!(ok(env, &["destroy", ct]), "destroy");
+    Outcome::Pass
+}
+
+/// numsiginfo in a container with its own user namespace: signals queued to its processes and
+/// not yet taken are held (the kernel's per-user counts of the container's namespace), and given
+/// back when they are taken or their process goes; a privileged container (the host's counts)
+/// shows held 0.
+fn queued_signals(env: &mut Env) -> Outcome {
+    use std::os::unix::fs::MetadataExt;
+    use tally::ct::{rootfs::Rootfs, CtId};
+    const SIG_CT: &str = "203";
+    const QUEUED: u64 = 25;
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    for args in [&["create", SIG_CT][..], &["start", SIG_CT]] {
+        let out = try_or_fail!(env.tally(args), "tally {args:?}");
+        check!(out.status.success(), "tally {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let pids = try_or_fail!(try_or_fail!(env.cgroup(SIG_CT), "cgroup").pids(), "pids");
+    let userns = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/user")).map(|m| m.ino()).ok();
+    let init = pids.first().copied().unwrap_or(0);
+    if userns(&init.to_string()).is_none() || userns(&init.to_string()) == userns("self") {
+        let row = try_or_fail!(env.ubc_row(SIG_CT, Resource::NumSigInfo), "numsiginfo");
+        check!(row.held == 0, "a container without a user namespace should show held 0: {row:?}");
+        return Outcome::Elsewhere(
+            "containers here run without a user namespace (the template's filesystem cannot be \
+             idmapped): numsiginfo is not kept for them, as tally check says"
+                .into(),
+        );
+    }
+    let root = Rootfs::new(&env.instance.root, &CtId::parse(SIG_CT).unwrap()).root;
+    try_or_fail!(crate::escape::install_into(&root), "installing the workload in the container");
+    let idle = try_or_fail!(env.ubc_row(SIG_CT, Resource::NumSigInfo), "numsiginfo").held;
+    let mut cmd = env.tally_command();
+    cmd.args(["exec", SIG_CT, "--", "env", "LD_LIBRARY_PATH=/tally-probe/lib", "/tally-probe/tally-itest"])
+        .args(["workload", "hold", "siginfos", &QUEUED.to_string()]);
+    let mut w = try_or_fail!(Driven::start(cmd), "the workload");
+    let held: Held = try_or_fail!(w.read(), "the workload's count");
+    check!(held.made == QUEUED && held.refused == 0, "the workload queued {held:?}");
+    let during = try_or_fail!(env.ubc_row(SIG_CT, Resource::NumSigInfo), "numsiginfo");
+    try_or_fail!(w.finish(), "ending the workload");
+    check!(
+        during.held == idle + QUEUED && during.maxheld >= during.held && during.failcnt == 0,
+        "{QUEUED} queued signals over an idle {idle} should be held: {during:?}"
+    );
+    let after = try_or_fail!(
+        env.wait_row(SIG_CT, Resource::NumSigInfo, "its idle value", |r| r.held == idle),
+        "after the workload"
+    );
+    check!(after.maxheld >= idle + QUEUED, "maxheld should keep the peak: {after:?}");
     Outcome::Pass
 }

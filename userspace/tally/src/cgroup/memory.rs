@@ -17,6 +17,10 @@ pub struct MemoryUsage {
     pub swap_current: Option<u64>,
     pub swap_peak: Option<u64>,
     pub swap_limit_hits: Option<u64>,
+    /// Kernel memory, where the controller keeps a counter of it: v1's memory.kmem.* (its
+    /// memory.stat has no kernel figures); v2 tells it in memory.stat's "kernel".
+    pub kmem_current: Option<u64>,
+    pub kmem_peak: Option<u64>,
     /// memory.stat, key -> value.
     pub stat: BTreeMap<String, u64>,
 }
@@ -70,6 +74,8 @@ impl ContainerCgroup {
                 swap_current: read_u64(&dir.join("memory.swap.current"))?,
                 swap_peak: read_u64(&dir.join("memory.swap.peak"))?,
                 swap_limit_hits: read_keyed(&dir.join("memory.swap.events"), "max")?,
+                kmem_current: None,
+                kmem_peak: None,
                 stat,
             },
             Flavor::V1 => {
@@ -87,6 +93,8 @@ impl ContainerCgroup {
                     swap_current: memsw.map(|m| m.saturating_sub(current)),
                     swap_peak: None,
                     swap_limit_hits: memsw_hits,
+                    kmem_current: read_u64(&dir.join("memory.kmem.usage_in_bytes"))?,
+                    kmem_peak: read_u64(&dir.join("memory.kmem.max_usage_in_bytes"))?,
                     stat,
                 }
             }

@@ -396,6 +396,7 @@ impl Host {
             (Resource::OtherSockBuf, buffers.other_send),
             (Resource::DgramRcvBuf, buffers.datagram_receive),
             (Resource::NumIptEnt, sampled::netfilter_entries(&pids)),
+            (Resource::NumSigInfo, sampled::pending_signals(&pids).unwrap_or(0)),
         ];
         let mut peaks = self.sampled_peaks.lock().unwrap_or_else(|p| p.into_inner());
         let peaks = peaks.entry(cgid).or_insert([0; RESOURCE_COUNT]);
@@ -507,14 +508,15 @@ fn memory_rows(rows: &mut [Beancounter; RESOURCE_COUNT], m: &crate::cgroup::Memo
     );
     // OpenVZ's oomguarpages held: RAM and swap in use.
     set(Resource::OomGuarPages, (m.current + swap) / page, None, None);
-    // v2 has "kernel" (5.18+); older kernels and v1 spell out the parts.
-    let kernel = stat("kernel").unwrap_or_else(|| {
+    // v1 keeps a kernel-memory counter of its own; v2 has "kernel" in memory.stat (5.18+),
+    // older v2 kernels spell out the parts.
+    let kernel = m.kmem_current.or_else(|| stat("kernel")).unwrap_or_else(|| {
         ["kernel_stack", "slab", "percpu", "pagetables", "sock"]
             .iter()
             .filter_map(|k| stat(k))
             .sum()
     });
-    set(Resource::KmemSize, kernel, None, None);
+    set(Resource::KmemSize, kernel, m.kmem_peak, None);
     if let Some(dcache) = stat("slab_reclaimable") {
         set(Resource::DcacheSize, dcache, None, None);
     }

@@ -64,6 +64,66 @@ pub fn private_vm_pages(pids: &[u32]) -> u64 {
     kib * 1024 / page_size()
 }
 
+/// numsiginfo of a container with a user namespace of its own: the signals queued to its
+/// processes and not yet taken. The kernel counts them per user of a user namespace (the
+/// ucounts behind RLIMIT_SIGPENDING, charged to the receiving task, shown as SigQ in
+/// /proc/PID/status), so the container's count is the sum over the users of its own user
+/// namespace. A namespace nested inside the container charges its signals up to the
+/// container's namespace too, so only the container's own (the one whose parent is the host's)
+/// is summed. None when no process has a user namespace below the host's (a privileged
+/// container shares the host's per-user counts: its row is not kept).
+pub fn pending_signals(pids: &[u32]) -> Option<u64> {
+    use std::collections::hash_map::Entry;
+    let host = std::fs::metadata("/proc/self/ns/user").ok()?.ino();
+    // userns inode -> whether its parent is the host's; (userns, uid) -> pending count.
+    let mut top: HashMap<u64, bool> = HashMap::new();
+    let mut counts: HashMap<(u64, u32), u64> = HashMap::new();
+    for &pid in pids {
+        let Ok(ns) = std::fs::metadata(format!("/proc/{pid}/ns/user")).map(|m| m.ino()) else {
+            continue;
+        };
+        if ns == host {
+            continue;
+        }
+        let is_top = match top.entry(ns) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => *e.insert(parent_userns(pid) == Some(host)),
+        };
+        if !is_top {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/').find(|w| !w.is_empty()))
+                .and_then(|w| w.parse::<u64>().ok())
+        };
+        if let (Some(uid), Some(queued)) = (field("Uid:"), field("SigQ:")) {
+            counts.insert((ns, uid as u32), queued);
+        }
+    }
+    top.values().any(|&t| t).then(|| counts.values().sum())
+}
+
+/// The inode of the parent of `pid`'s user namespace (NS_GET_PARENT).
+fn parent_userns(pid: u32) -> Option<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const NS_GET_PARENT: libc::c_ulong = 0xb702; // _IO(0xb7, 0x2)
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/user")).ok()?;
+    // SAFETY: the ioctl takes no argument and returns a new descriptor or -1.
+    let fd = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh descriptor the ioctl handed to us alone.
+    let parent = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    parent.metadata().ok().map(|m| m.ino())
+}
+
 /// The socket buffers of the sockets `pids` hold. Processes that exit while this runs, and
 /// namespaces that cannot be entered, are left out rather than failing the whole read.
 pub fn socket_buffers(pids: &[u32]) -> SocketBuffers {

@@ -283,9 +283,12 @@ fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
              uncharges; unix and accepted sockets are not counted",
         ),
         (NumSigInfo, _) => (
-            "not kept",
-            "no hook sees a siginfo freed: __sigqueue_free is inlined on Debian's 6.1 and 6.12 kernels (not in \
-             their BTF), and counting only the allocations would never give back; shows held 0",
+            "accounted",
+            "containers with a user namespace (the default): the kernel's own per-user count of queued signals \
+             (the ucounts behind RLIMIT_SIGPENDING, SigQ in /proc/PID/status) summed over the users of the \
+             container's namespace, sampled when read; privileged containers share the host's counts and show \
+             held 0; not refused: no hook sees a siginfo freed (__sigqueue_free is inlined on Debian's 6.1 and \
+             6.12 kernels)",
         ),
         (NumFile | NumFlock | NumPty, Tier::Fallback) => ("not kept", NEEDS_LSM),
         (PhysPages, _) => (
@@ -299,7 +302,8 @@ fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
         ),
         (KmemSize | DcacheSize | ShmPages | LockedPages, _) => (
             "accounted",
-            "memory controller's memory.stat (kernel, slab_reclaimable, shmem, unevictable); not refused",
+            "memory controller: kernel memory (memory.stat's kernel on v2, memory.kmem.usage_in_bytes on v1), \
+             slab_reclaimable, shmem, unevictable from memory.stat; not refused",
         ),
         (OomGuarPages, _) => (
             "accounted",
