@@ -1,7 +1,9 @@
 //! `tally-itest bench start [RUNS]`: how long a busybox container takes to come up, to run
 //! `/bin/true` in, and to go away, with tally (CLI + tallyd) against runc and crun on the same
 //! busybox tree with the same namespaces (pid, mount, uts, ipc, net, cgroup; a fresh netns
-//! with only lo: tally's containers here have no --ipadd).
+//! with only lo: tally's containers here have no --ipadd). runc's and crun's containers have
+//! no user namespace, so the compared tally containers are `--privileged` ones; tally's default
+//! (a user namespace and idmapped layers) is measured alongside, for information.
 //!
 //! Phases, the same for all three (two commands to come up, two to go away):
 //! - create+start: `tally create` + `tally start --wait` / `RT create` + `RT start`;
@@ -114,7 +116,7 @@ fn bench(runs: usize) -> Result<()> {
     for (name, phases) in RUNTIMES.iter().zip(&times) {
         let total: Vec<f64> = (0..runs).map(|i| phases.iter().map(|p| p[i]).sum()).collect();
         println!(
-            "start: {name:5} {} = {:.1} ms, {} = {:.1} ms, {} = {:.1} ms, start+exec+stop = {:.1} ms",
+            "start: {name:12} {} = {:.1} ms, {} = {:.1} ms, {} = {:.1} ms, start+exec+stop = {:.1} ms",
             PHASES[0],
             median(&phases[0]),
             PHASES[1],
@@ -133,8 +135,9 @@ fn bench(runs: usize) -> Result<()> {
         median(&steps[3])
     );
     println!(
-        "start: tally / runc start+exec+stop = {:.2} x (informational)",
-        totals[0] / totals[1]
+        "start: tally / runc start+exec+stop = {:.2} x; tally with its default user namespace / crun = {:.2} x (informational)",
+        totals[0] / totals[1],
+        totals[3] / totals[2]
     );
     let ratio = totals[0] / totals[2];
     let status = if ratio <= TARGET { "met" } else { "missed" };
@@ -142,7 +145,7 @@ fn bench(runs: usize) -> Result<()> {
     Ok(())
 }
 
-const RUNTIMES: [&str; 3] = ["tally", "runc", "crun"];
+const RUNTIMES: [&str; 4] = ["tally", "runc", "crun", "tally+userns"];
 
 fn version(rt: &str) -> String {
     Command::new(rt)
@@ -170,7 +173,7 @@ fn measure(env: &mut Env, oci: &Oci, runs: usize) -> Result<(Times, Steps)> {
             let which = (round + k) % RUNTIMES.len();
             let t = match which {
                 0 => {
-                    let (t, s) = tally_run(env, round)?;
+                    let (t, s) = tally_run(env, round, true)?;
                     if round > 0 {
                         for (step, ms) in steps.iter_mut().zip(s) {
                             step.push(ms);
@@ -179,7 +182,8 @@ fn measure(env: &mut Env, oci: &Oci, runs: usize) -> Result<(Times, Steps)> {
                     t
                 }
                 1 => oci.run(Runtime::Runc, round)?,
-                _ => oci.run(Runtime::Crun, round)?,
+                2 => oci.run(Runtime::Crun, round)?,
+                _ => tally_run(env, round, false)?.0,
             };
             // Round 0 warms the page cache and tallyd up.
             if round > 0 {
@@ -196,15 +200,17 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-/// The phases, and the four commands of create+start and stop one by one.
-fn tally_run(env: &Env, round: usize) -> Result<([f64; 3], [f64; 4])> {
-    let ct = (1000 + round).to_string();
+/// The phases, and the four commands of create+start and stop one by one; `privileged`: no
+/// user namespace, as runc's and crun's containers here.
+fn tally_run(env: &Env, round: usize, privileged: bool) -> Result<([f64; 3], [f64; 4])> {
+    let ct = (if privileged { 1000 } else { 5000 } + round).to_string();
     let timed = |args: &[&str]| -> Result<f64> {
         let t = Instant::now();
         ok(env, args)?;
         Ok(ms(t))
     };
-    let create = timed(&["create", &ct])?;
+    let create_args = ["create", ct.as_str(), "--privileged"];
+    let create = timed(&create_args[..if privileged { 3 } else { 2 }])?;
     let start = timed(&["start", &ct, "--wait"])?;
     let exec = timed(&["exec", &ct, "--", "/bin/true"])?;
     let stop = timed(&["stop", &ct, "--fast"])?;

@@ -39,6 +39,10 @@ static FDTABLE_MAX_FDS_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static FDTABLE_FD_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
+static TASK_STRUCT_CGROUPS_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
+static CSS_SET_DFL_CGRP_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
 static PT_REGS_ORIG_AX_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static PT_REGS_DI_OFFSET: u64 = 0;
@@ -79,6 +83,16 @@ pub fn dfl_cgroup_id(cgrp: u64) -> Option<u64> {
     if hierarchy_id != 0 {
         return None;
     }
+    let kn: u64 = read(cgrp, offset(&CGROUP_KN_OFFSET))?;
+    read(kn, offset(&KERNFS_NODE_ID_OFFSET))
+}
+
+/// The cgroup2 id of the cgroup `task` is in (`task->cgroups->dfl_cgrp`): for a task forked
+/// straight into a cgroup (clone3's CLONE_INTO_CGROUP), where its parent is not.
+#[inline(always)]
+pub fn task_dfl_cgroup_id(task: u64) -> Option<u64> {
+    let cset: u64 = read(task, offset(&TASK_STRUCT_CGROUPS_OFFSET))?;
+    let cgrp: u64 = read(cset, offset(&CSS_SET_DFL_CGRP_OFFSET))?;
     let kn: u64 = read(cgrp, offset(&CGROUP_KN_OFFSET))?;
     read(kn, offset(&KERNFS_NODE_ID_OFFSET))
 }

@@ -70,6 +70,7 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
         .route("/v1/templates", get(templates).post(import_template))
         .route("/v1/templates/create", post(create_template))
         .route("/v1/containers/{ctid}/attach", post(attach))
+        .route("/v1/containers/{ctid}/join", get(on_ct(|h, ct| h.join_plan(ct))))
         .route("/v1/events", get(recent_events))
         .route("/v1/containers/{ctid}/reads", get(container_reads))
         .route("/v1/cache", get(|State(s): State<AppState>| async move { with_host(s.host, |h| h.cache_status()).await.map(Json) }))
@@ -522,6 +523,14 @@ mod openapi {
             ("CacheStatus", serde_json::to_value(tally::ct::cache::CacheStatus::default())),
             ("CacheStats", serde_json::to_value(tally::ct::cache::Stats::default())),
             ("GcReport", serde_json::to_value(tally::ct::cache::GcReport::default())),
+            (
+                "JoinPlan",
+                serde_json::to_value(tally::api::JoinPlan {
+                    init_pid: 1,
+                    unified: "/sys/fs/cgroup/tally/101".into(),
+                    v1_tasks: vec!["/sys/fs/cgroup/pids/tally/101/tasks".into()],
+                }),
+            ),
             (
                 "Status",
                 serde_json::to_value(Status {

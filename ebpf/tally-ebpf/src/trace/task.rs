@@ -5,17 +5,50 @@ use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::btf_tracepoint, progr
 use tally_common::res::NUMPROC;
 
 use crate::charge::{charge_object, charged_to, uncharge_object, Strictness};
-use crate::kernel::dfl_cgroup_id;
+use crate::kernel::{dfl_cgroup_id, task_dfl_cgroup_id};
 use crate::maps::LIMITS;
 
-/// sched_process_fork(parent, child): runs in the parent after a successful fork.
+/// sched_process_fork(parent, child): runs in the parent after a successful fork, with the
+/// child in its cgroup: the parent's, or the one clone3's CLONE_INTO_CGROUP put it in.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
     // SAFETY: a BPF helper without preconditions.
-    let cgid = unsafe { bpf_get_current_cgroup_id() };
-    charge_object(child, NUMPROC, cgid, Strictness::Force);
+    let current = unsafe { bpf_get_current_cgroup_id() };
+    move_numproc(child, task_dfl_cgroup_id(child).unwrap_or(current));
     0
+}
+
+/// The full tier's sched_process_fork: task_alloc charged the parent's container (or nothing);
+/// a child forked straight into another cgroup (clone3's CLONE_INTO_CGROUP: tallyd's launcher,
+/// `tally exec`) moves its charge there, as a task written into cgroup.procs does.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn fork_into_cgroup(ctx: BtfTracePointContext) -> i32 {
+    let child: u64 = ctx.arg(1);
+    let Some(dst) = task_dfl_cgroup_id(child) else {
+        return 0;
+    };
+    // SAFETY: a BPF helper without preconditions.
+    if dst != unsafe { bpf_get_current_cgroup_id() } {
+        move_numproc(child, dst);
+    }
+    0
+}
+
+/// Charges `task`'s numproc to container `dst` (force: it is there already), uncharging the
+/// container it was charged to before, if another; nothing for a cgroup that is no container.
+#[inline(always)]
+fn move_numproc(task: u64, dst: u64) {
+    let previous = charged_to(task, NUMPROC);
+    if previous == Some(dst) {
+        return;
+    }
+    if previous.is_some() {
+        uncharge_object(task, NUMPROC);
+    }
+    if LIMITS.get_ptr(dst).is_some() {
+        charge_object(task, NUMPROC, dst, Strictness::Force);
+    }
 }
 
 /// sched_process_exit(task): the task has exited. Threads and auto-reaped tasks are released
@@ -39,17 +72,7 @@ pub fn cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
     let Some(dst) = dfl_cgroup_id(ctx.arg(0)) else {
         return 0;
     };
-    let task: u64 = ctx.arg(2);
-    let previous = charged_to(task, NUMPROC);
-    if previous == Some(dst) {
-        return 0;
-    }
-    if previous.is_some() {
-        uncharge_object(task, NUMPROC);
-    }
-    if LIMITS.get_ptr(dst).is_some() {
-        charge_object(task, NUMPROC, dst, Strictness::Force);
-    }
+    move_numproc(ctx.arg(2), dst);
     0
 }
 

@@ -1,10 +1,13 @@
 //! `tally exec CTID -- CMD...`: runs CMD inside the running container (its namespaces,
 //! cgroups and root, with the container's bounded capabilities) and exits with CMD's code.
 //!
-//! The CLI joins the container's PID namespace for its children only, forks, has tallyd move
-//! the child into the container's cgroups (tallyd refuses at the numproc barrier), and the
-//! child then enters the other namespaces and execs CMD. The CLI itself stays on the host
-//! and waits.
+//! The CLI asks tallyd for the container's join plan (tallyd refuses at the numproc barrier),
+//! joins the container's PID namespace for its children only, and forks the child straight
+//! into the container's cgroup2 directory (clone3's CLONE_INTO_CGROUP); the child writes
+//! itself into the v1 hierarchies' `tasks` files, enters the other namespaces and execs CMD.
+//! Neither move takes the thread-group lock that a cgroup.procs write takes (its first taking
+//! after a quiet spell waits an RCU grace period: 4 to 16 ms). The CLI stays on the host and
+//! waits.
 //!
 //! `--cgroup-only` runs CMD on the host (host namespaces and files), charged to the container,
 //! like `lxc-attach` with no namespaces; the container need not be running.
@@ -24,8 +27,8 @@ use nix::{
     unistd::{fork, ForkResult},
 };
 use tally::{
-    api::{Attach, Client, ExitCode},
-    ct::launch::pidfd_open,
+    api::{Attach, Client, ExitCode, JoinPlan},
+    ct::launch::{clone_into_cgroup, pidfd_open},
 };
 
 use crate::{block_on, Failure};
@@ -70,33 +73,98 @@ pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
 /// Runs `argv` inside running container `ct` (see the module doc); with `tty`, on a pty
 /// made inside the container (its own devpts) that this process relays to its terminal.
 pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: bool) -> Result<i32, Failure> {
-    // The status alone: the full view samples every row (sockets, firewall rules, memory).
-    let status: tally::api::Status = block_on(client.get(&format!("/v1/containers/{ct}/status")))?;
-    if !status.exists {
-        return Err(Failure::new(ExitCode::NoSuchContainer, format!("container {ct} does not exist")));
-    }
-    let init = status
-        .init_pid
-        .ok_or_else(|| Failure::new(ExitCode::NotRunning, format!("container {ct} is not running")))?;
-    let sys = |what: &str| {
-        let what = what.to_string();
-        move |e: nix::Error| Failure::new(ExitCode::SystemError, format!("{what}: {e}"))
-    };
+    // One request: the init, the cgroups, and tallyd's numproc check.
+    let plan: JoinPlan = block_on(client.get(&format!("/v1/containers/{ct}/join")))?;
+    let init = plan.init_pid;
+    let io = |what: String| move |e: std::io::Error| Failure::new(ExitCode::SystemError, format!("{what}: {e}"));
     let pidfd = pidfd_open(init).map_err(|e| Failure::new(ExitCode::NotRunning, format!("container {ct}: {e}")))?;
     // Read before entering anything: the container's /proc shows other pids.
     let userns = tally::ct::userns::in_other_userns(init)
         .map_err(|e| Failure::new(ExitCode::SystemError, format!("container {ct}'s user namespace: {e}")))?;
+    let cgroup_dir = std::fs::File::open(&plan.unified).map_err(io(format!("opening {}", plan.unified.display())))?;
+    let tasks: Vec<std::fs::File> = plan
+        .v1_tasks
+        .iter()
+        .map(|p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(io(format!("opening {}", p.display())))
+        })
+        .collect::<Result<_, _>>()?;
     // Children of this process are born in the container's PID namespace.
     setns(&pidfd, CloneFlags::CLONE_NEWPID).map_err(sys("entering the PID namespace"))?;
-    let (go_r, go_w) = nix::unistd::pipe().map_err(sys("pipe"))?;
-    let (pty_parent, pty_child) = nix::sys::socket::socketpair(
+    let (pty_parent, pty_child) = pty_pair()?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    // Born in the container's cgroup2 directory; the child joins the v1 hierarchies itself.
+    let pid = clone_into_cgroup(Some(cgroup_dir.as_raw_fd()))
+        .map_err(|e| Failure::new(ExitCode::SystemError, e.to_string()))?;
+    if pid == 0 {
+        // Rust code in the child is fine: this process is single-threaded (checked by the
+        // callers), so the child is a whole copy of it.
+        drop(ready_r);
+        drop(pty_parent);
+        for mut f in &tasks {
+            // "0": the writing thread, which is the whole (single-threaded) process.
+            if let Err(e) = f.write_all(b"0") {
+                eprintln!("tally: joining the container's v1 cgroups: {e}");
+                std::process::exit(ExitCode::SystemError.number());
+            }
+        }
+        let _ = std::fs::File::from(ready_w).write_all(b"r");
+        std::process::exit(enter_and_exec(&pidfd, userns, argv, tty.then_some(&pty_child)));
+    }
+    let child = nix::unistd::Pid::from_raw(pid);
+    drop(ready_w);
+    drop(pty_child);
+    let mut ready = [0u8; 1];
+    if std::fs::File::from(ready_r).read(&mut ready).ok() != Some(1) {
+        return match waitpid(child, None) {
+            // A kernel with cgroup.kill's kill_seq SIGKILLs a child forked into a cgroup that
+            // was once killed that way: then the slow way, a move through cgroup.procs.
+            Ok(WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)) => {
+                run_attached(client, ct, &pidfd, userns, argv, tty)
+            }
+            Ok(WaitStatus::Exited(_, code)) => Ok(code),
+            other => Err(Failure::new(
+                ExitCode::SystemError,
+                format!("the command's process ended before it joined the container: {other:?}"),
+            )),
+        };
+    }
+    finish(child, tty.then_some(&pty_parent))
+}
+
+fn sys(what: &str) -> impl FnOnce(nix::Error) -> Failure {
+    let what = what.to_string();
+    move |e: nix::Error| Failure::new(ExitCode::SystemError, format!("{what}: {e}"))
+}
+
+/// The socket a child inside the container sends its pty's master through.
+fn pty_pair() -> Result<(OwnedFd, OwnedFd), Failure> {
+    nix::sys::socket::socketpair(
         nix::sys::socket::AddressFamily::Unix,
         nix::sys::socket::SockType::Stream,
         None,
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(sys("socketpair"))?;
-    // SAFETY: this process is single-threaded (checked above), so the child may run Rust code.
+    .map_err(sys("socketpair"))
+}
+
+/// The slow way in (this process already in the container's PID namespace): fork, have
+/// tallyd move the child through cgroup.procs, then let it go on.
+fn run_attached(
+    client: &Client,
+    ct: &tally::ct::CtId,
+    pidfd: &OwnedFd,
+    userns: bool,
+    argv: &[CString],
+    tty: bool,
+) -> Result<i32, Failure> {
+    let (go_r, go_w) = nix::unistd::pipe().map_err(sys("pipe"))?;
+    let (pty_parent, pty_child) = pty_pair()?;
+    // SAFETY: this process is single-threaded (checked by the callers), so the child may run
+    // Rust code.
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             drop(go_w);
@@ -106,7 +174,7 @@ pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: 
                 std::process::exit(ExitCode::ResourceShortage.number());
             }
             drop(pty_parent);
-            std::process::exit(enter_and_exec(&pidfd, userns, argv, tty.then_some(&pty_child)))
+            std::process::exit(enter_and_exec(pidfd, userns, argv, tty.then_some(&pty_child)))
         }
         ForkResult::Parent { child } => {
             drop(go_r);
@@ -125,19 +193,24 @@ pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: 
             }
             let _ = go_w.write_all(b"g");
             drop(go_w);
-            if tty {
-                if let Some(master) = super::enter::receive_fd(&pty_parent) {
-                    super::enter::relay(master);
-                }
-            }
-            loop {
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
-                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
-                    Ok(_) | Err(nix::Error::EINTR) => continue,
-                    Err(e) => return Err(sys("waitpid")(e)),
-                }
-            }
+            finish(child, tty.then_some(&pty_parent))
+        }
+    }
+}
+
+/// Relays the pty (with `tty`) and returns the command's exit code, as a shell would.
+fn finish(child: nix::unistd::Pid, pty_parent: Option<&OwnedFd>) -> Result<i32, Failure> {
+    if let Some(sock) = pty_parent {
+        if let Some(master) = super::enter::receive_fd(sock) {
+            super::enter::relay(master);
+        }
+    }
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(sys("waitpid")(e)),
         }
     }
 }

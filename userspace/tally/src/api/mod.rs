@@ -13,6 +13,7 @@
 //! - `POST   /v1/containers/{ctid}/umount`   -> `Status`
 //! - `PUT    /v1/containers/{ctid}/limits`   `SetLimits` -> `ContainerView` (applied live)
 //! - `POST   /v1/containers/{ctid}/attach`   `Attach` -> `{}` (moves a process in)
+//! - `GET    /v1/containers/{ctid}/join`     -> `JoinPlan` (for a process that joins by itself)
 //! - `DELETE /v1/containers/{ctid}`          -> `{}` (stops it first)
 //! - `GET    /v1/templates`                  -> `[TemplateInfo]`
 //! - `POST   /v1/templates`                  `ImportTemplate` -> `TemplateInfo`
@@ -28,7 +29,7 @@ use std::collections::BTreeMap;
 pub use client::{Client, ClientError};
 pub use exit::ExitCode;
 
-pub use crate::ct::{template::TemplateInfo, ContainerView, CreateRequest, Status};
+pub use crate::ct::{template::TemplateInfo, ContainerView, CreateRequest, JoinPlan, Status};
 
 pub const DEFAULT_SOCKET: &str = "/run/tally/tally.sock";
 

@@ -461,6 +461,28 @@ impl Host {
             return Err(HostError::NoSuchContainer(ct.clone()));
         }
         let cgroup = self.cgroup(ct)?;
+        self.room_for_a_process(ct, &cgroup)?;
+        Ok(cgroup.add_process(pid)?)
+    }
+
+    /// For a process that joins running container `ct` by itself (see [`super::JoinPlan`]),
+    /// refused as [`Self::attach`] is: at the numproc barrier.
+    pub fn join_plan(&self, ct: &CtId) -> Result<super::JoinPlan, HostError> {
+        if !self.exists(ct) {
+            return Err(HostError::NoSuchContainer(ct.clone()));
+        }
+        let init_pid = self.init_pid(ct).ok_or_else(|| HostError::NotRunning(ct.clone()))?;
+        let cgroup = self.cgroup(ct)?;
+        self.room_for_a_process(ct, &cgroup)?;
+        Ok(super::JoinPlan {
+            init_pid,
+            unified: cgroup.unified.clone(),
+            v1_tasks: cgroup.v1_tasks_files(),
+        })
+    }
+
+    /// Refuses one more process at the numproc barrier (what a fork there would be refused at).
+    fn room_for_a_process(&self, ct: &CtId, cgroup: &ContainerCgroup) -> Result<(), HostError> {
         let numproc = self.kept_rows(&cgroup, cgroup.id()?)?[Resource::NumProc.index()];
         // The fallback tier's held leaves out zombies; the pids controller, which enforces
         // there, still counts them.
@@ -475,7 +497,7 @@ impl Host {
                 held,
             });
         }
-        Ok(cgroup.add_process(pid)?)
+        Ok(())
     }
 }
 

@@ -261,9 +261,10 @@ impl Joining<'_> {
     }
 }
 
-/// clone3(2) with CLONE_INTO_CGROUP into the cgroup2 directory `cgroup_fd`, like fork
-/// otherwise: 0 in the child, its pid in the parent.
-fn clone_into_cgroup(cgroup_fd: Option<RawFd>) -> Result<i32, LaunchError> {
+/// clone3(2) with CLONE_INTO_CGROUP into the cgroup2 directory `cgroup_fd` (opened for
+/// reading, not O_PATH), like fork otherwise: 0 in the child, its pid in the parent. Only
+/// from a single-threaded process, or with only async-signal-safe code in the child.
+pub fn clone_into_cgroup(cgroup_fd: Option<RawFd>) -> Result<i32, LaunchError> {
     #[repr(C)]
     struct CloneArgs {
         flags: u64,

@@ -30,6 +30,19 @@ use crate::ubc::Resource;
 /// How long `stop` waits for the init to power off before it kills the container.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// What a process needs to join a running container by itself (`tally exec`): the init whose
+/// namespaces it enters, the cgroup2 directory to be forked into (clone3's CLONE_INTO_CGROUP)
+/// and the `tasks` files of the v1 hierarchies, where it writes "0". Neither way takes the
+/// thread-group lock that a write of another process's pid to cgroup.procs takes, whose first
+/// taking after a quiet spell waits an RCU grace period (4 to 16 ms on these hosts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinPlan {
+    pub init_pid: u32,
+    pub unified: std::path::PathBuf,
+    pub v1_tasks: Vec<std::path::PathBuf>,
+}
+
 /// vzctl's status words: `CTID 101 exist mounted running`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Status {

@@ -19,4 +19,4 @@ pub mod userns;
 pub use config::{ConfigError, CpuConfig, CtConfig};
 pub use host::{ContainerView, Host, HostError, Instance};
 pub use id::{CtId, CtIdError};
-pub use lifecycle::{bridge_of, parse_signal, CreateRequest, Status, STOP_TIMEOUT};
+pub use lifecycle::{bridge_of, parse_signal, CreateRequest, JoinPlan, Status, STOP_TIMEOUT};

@@ -98,6 +98,15 @@ impl ProgramSpec {
     const fn guard(hook: Hook) -> ProgramSpec {
         ProgramSpec::new(Side::Guard, hook)
     }
+    /// A charging program whose function is not named after its hook (its hook has another
+    /// program of the same name in the other tier).
+    const fn charge_named(name: &'static str, hook: Hook) -> ProgramSpec {
+        ProgramSpec {
+            name,
+            hook,
+            side: Side::Charge,
+        }
+    }
     /// A counter (no charge) whose function is not named after its hook: several programs
     /// of one kind, each on its own kernel function.
     const fn counter(name: &'static str, hook: Hook) -> ProgramSpec {
@@ -117,6 +126,7 @@ const FULL: &[ProgramSpec] = &[
     ProgramSpec::charge(Hook::Lsm("task_alloc")),
     ProgramSpec::uncharge(Hook::Lsm("task_free")),
     ProgramSpec::charge(Hook::TpBtf("cgroup_attach_task")),
+    ProgramSpec::charge_named("fork_into_cgroup", Hook::TpBtf("sched_process_fork")),
     ProgramSpec::uncharge(Hook::FEntry("release_task")),
     ProgramSpec::charge(Hook::Lsm("file_open")),
     ProgramSpec::charge(Hook::Lsm("file_lock")),
@@ -189,7 +199,11 @@ pub enum Attach {
 /// missing).
 pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Result<Attach, KernelError> {
     let specs = programs(tier);
-    if specs.iter().all(|s| pins.link(s.name).exists()) && PINNED_MAPS.iter().all(|m| pins.map(m).exists()) {
+    let stamp = object_stamp(pins);
+    if stamp.exists()
+        && specs.iter().all(|s| pins.link(s.name).exists())
+        && PINNED_MAPS.iter().all(|m| pins.map(m).exists())
+    {
         return Ok(Attach::Adopted);
     }
     for dir in [pins.root.join("maps"), pins.root.join("links")] {
@@ -304,7 +318,27 @@ pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Re
         link.pin(pins.link(spec.name))
             .map_err(|e| program_err(format!("pinning the link: {e}")))?;
     }
+    clear_stamps(pins);
+    fs::create_dir(&stamp).map_err(|source| KernelError::Io { path: stamp, source })?;
     Ok(Attach::Fresh)
+}
+
+/// The pinned programs' build: a directory named after the object's digest (bpffs holds no
+/// plain files). A tallyd of another build (an upgrade) finds no stamp of its own and
+/// re-attaches its programs, keeping the maps and so the counters, instead of adopting
+/// programs that are not its own.
+fn object_stamp(pins: &PinLayout) -> PathBuf {
+    use sha2::Digest;
+    let digest = format!("{:x}", sha2::Sha256::digest(OBJECT));
+    pins.root.join(format!("object-{}", &digest[..16]))
+}
+
+fn clear_stamps(pins: &PinLayout) {
+    for entry in fs::read_dir(&pins.root).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("object-") {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// Detaches everything of this instance and forgets its counters. Charging programs go
@@ -336,6 +370,7 @@ pub fn unpin_all(pins: &PinLayout) -> Result<(), KernelError> {
         }
     }
     let _ = fs::remove_dir(&maps);
+    clear_stamps(pins);
     let _ = fs::remove_dir(&pins.root);
     Ok(())
 }
