@@ -31,6 +31,10 @@ pub fn tests() -> Vec<Test> {
             run: tier_change_replaces_programs,
         },
         Test {
+            name: "a_tallyd_of_another_build_replaces_the_pinned_programs_and_keeps_the_counters",
+            run: build_change_replaces_programs,
+        },
+        Test {
             name: "bad_container_ids_and_limits_are_refused_and_change_nothing",
             run: bad_input_changes_nothing,
         },
@@ -244,6 +248,49 @@ fn tier_change_replaces_programs(env: &mut Env) -> Outcome {
         "after the storm"
     );
     check!(row.maxheld == LIMIT, "counted once, peak at the limit: {row:?}");
+    Outcome::Pass
+}
+
+/// An upgrade: the pinned programs carry their object's digest (a directory `object-DIGEST`
+/// beside the links); a tallyd whose object differs attaches its own programs instead of
+/// adopting them, and keeps the maps: what the old programs charged, the new ones give back.
+fn build_change_replaces_programs(env: &mut Env) -> Outcome {
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(container_with_limit_on_running(env), "setting a limit");
+    let running = try_or_fail!(storm_through_tally_exec(env), "fork storm");
+    let held = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc").held;
+    check!(held >= LIMIT - 1, "the storm's tasks should be held: {held}");
+    try_or_fail!(env.stop_tallyd(), "stopping tallyd");
+    let root = env.instance.pins().root;
+    let stamps = || -> Vec<String> {
+        std::fs::read_dir(&root)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("object-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ours = stamps();
+    check!(ours.len() == 1, "one object stamp expected: {ours:?}");
+    let theirs = "object-0000000000000000";
+    try_or_fail!(std::fs::rename(root.join(&ours[0]), root.join(theirs)), "making the pins another build's");
+    let ready = try_or_fail!(env.start_tallyd(), "starting tallyd again");
+    check!(
+        ready.contains("programs=fresh"),
+        "another build's programs must be replaced: {ready}"
+    );
+    check!(stamps() == ours, "the stamp should be this build's again: {:?}", stamps());
+    let during = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc");
+    check!(during.held == held, "the counters must survive the replacement: {during:?}, was {held}");
+    let storm = try_or_fail!(running.release(), "ending the storm");
+    try_or_fail!(check_storm(&storm), "fork storm across the replacement");
+    let row = try_or_fail!(
+        env.wait_row(CT, Resource::NumProc, "held 0", |r| r.held == 0),
+        "what the old programs charged should be given back by the new ones"
+    );
+    check!(row.maxheld == LIMIT, "peak at the limit: {row:?}");
     Outcome::Pass
 }
 
