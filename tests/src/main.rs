@@ -28,6 +28,7 @@ mod prometheus;
 mod reads;
 mod restart;
 mod rows;
+mod swap;
 mod views;
 mod workload;
 

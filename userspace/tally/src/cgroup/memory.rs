@@ -82,14 +82,26 @@ impl ContainerCgroup {
                 let current = read_u64(&dir.join("memory.usage_in_bytes"))?.unwrap_or(0);
                 // memsw counts RAM + swap; without swap accounting the files are absent.
                 let memsw = read_u64(&dir.join("memory.memsw.usage_in_bytes"))?;
-                let memsw_hits = read_u64(&dir.join("memory.memsw.failcnt"))?;
+                let oom_kills = read_keyed(&dir.join("memory.oom_control"), "oom_kill")?.unwrap_or(0);
+                // Linux 6.18 leaves memsw.failcnt at 0 when RAM + swap is full (its page counter
+                // no longer counts failures there): then the OOM kills of a container whose
+                // RAM + swap has reached its limit are the limit's hits.
+                let memsw_full = match (
+                    read_u64(&dir.join("memory.memsw.max_usage_in_bytes"))?,
+                    read_u64(&dir.join("memory.memsw.limit_in_bytes"))?,
+                ) {
+                    (Some(peak), Some(limit)) => peak >= limit,
+                    _ => false,
+                };
+                let memsw_hits = read_u64(&dir.join("memory.memsw.failcnt"))?
+                    .map(|f| if memsw_full { f.max(oom_kills) } else { f });
                 MemoryUsage {
                     current,
                     peak: read_u64(&dir.join("memory.max_usage_in_bytes"))?,
                     // v1 charges RAM+swap (memsw) first: a charge refused there never reaches
                     // the RAM counter, so each refusal is in exactly one of the two failcnts.
                     limit_hits: (read_u64(&dir.join("memory.failcnt"))?.unwrap_or(0) + memsw_hits.unwrap_or(0))
-                        .max(read_keyed(&dir.join("memory.oom_control"), "oom_kill")?.unwrap_or(0)),
+                        .max(oom_kills),
                     swap_current: memsw.map(|m| m.saturating_sub(current)),
                     swap_peak: None,
                     swap_limit_hits: memsw_hits,
