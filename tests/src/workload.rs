@@ -85,6 +85,10 @@ pub fn main(args: &[String]) -> i32 {
             Err(_) => 2,
         },
         [cmd] if cmd == "sockbufs" => sockbufs(),
+        [cmd, n] if cmd == "accepts" => match n.parse() {
+            Ok(n) => accepts(n),
+            Err(_) => 2,
+        },
         [cmd, name] if cmd == "sendsock" => sendsock(name),
         [cmd, name] if cmd == "recvsock" => recvsock(name),
         _ => {
@@ -327,6 +331,43 @@ fn sockbufs() -> i32 {
 
 fn abstract_addr(name: &str) -> nix::sys::socket::UnixAddr {
     nix::sys::socket::UnixAddr::new_abstract(name.as_bytes()).expect("abstract address")
+}
+
+/// A TCP listener on loopback: says its port, waits for a line (the peers have connected by
+/// then), tries `n` accepts, says how many were accepted and refused (with the errno), and
+/// holds the accepted sockets until stdin closes.
+fn accepts(n: usize) -> i32 {
+    use std::os::fd::AsRawFd;
+    let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+        return 1;
+    };
+    let Ok(addr) = listener.local_addr() else {
+        return 1;
+    };
+    println!("{{\"port\":{}}}", addr.port());
+    let _ = std::io::stdout().flush();
+    wait_line();
+    let (mut held, mut refused, mut errno) = (Vec::new(), 0, 0);
+    for _ in 0..n {
+        // SAFETY: accept4(2) on our listener, without an address buffer.
+        let fd = unsafe {
+            libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+        };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor accept4 handed to us alone.
+            held.push(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        } else {
+            refused += 1;
+            errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        }
+    }
+    println!(
+        "{{\"made\":{},\"refused\":{refused},\"errno\":{errno},\"mixed\":false}}",
+        held.len()
+    );
+    let _ = std::io::stdout().flush();
+    wait_line();
+    0
 }
 
 fn wait_line() {

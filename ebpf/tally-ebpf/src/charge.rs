@@ -1,7 +1,7 @@
 //! OpenVZ's charge semantics, for every hook: a charge adds to `held` and is then checked,
-//! hard against the barrier or never (force); a refused charge rolls back and bumps
-//! `failcnt`; `maxheld` moves only on success. Cgroups without a `limits` row are not
-//! containers and are never charged.
+//! hard against the barrier, soft against the limit, or never (force); a refused charge rolls
+//! back and bumps `failcnt`; `maxheld` moves only on success. Cgroups without a `limits` row
+//! are not containers and are never charged.
 
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns};
 use tally_common::{stat, ChargeKey, Counter, LimitHit, EVENT_INTERVAL_NS, RESOURCE_COUNT};
@@ -11,12 +11,14 @@ use crate::{
     maps::{bump_stat, CHARGES, COUNTERS, EVENTS, LIMITS},
 };
 
-/// How strictly a charge is checked (OpenVZ's UB_HARD / UB_FORCE; soft charges, checked
-/// against the limit, join when a hook needs them).
+/// How strictly a charge is checked (OpenVZ's UB_HARD / UB_SOFT / UB_FORCE).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Strictness {
-    /// Refused when held would exceed the barrier.
+    /// Refused when held would exceed the barrier: what a process asks for.
     Hard,
+    /// Refused when held would exceed the limit: what must not fail easily (OpenVZ's stack
+    /// growth; here accepted connections, which the kernel has already made for a peer).
+    Soft,
     /// Never refused: for what the kernel has already done (accounting-only hooks).
     Force,
 }
@@ -58,10 +60,11 @@ pub fn charge(cgid: u64, res: usize, amount: u64, strictness: Strictness) -> Cha
         )
     };
     let now = atomic::add(held, amount);
-    if strictness == Strictness::Hard {
+    if strictness != Strictness::Force {
         // SAFETY: `limits` comes from a successful lookup; res < RESOURCE_COUNT.
-        let barrier = unsafe { (*limits).rows[res].barrier };
-        if now > barrier {
+        let (barrier, limit) = unsafe { ((*limits).rows[res].barrier, (*limits).rows[res].limit) };
+        let ceiling = if strictness == Strictness::Hard { barrier } else { limit };
+        if now > ceiling {
             let held_now = atomic::sub(held, amount);
             let failures = atomic::add(failcnt, 1);
             // SAFETY: `row` points into a live map value; the field is a u64.

@@ -43,8 +43,11 @@ pub fn socket_post_create(ctx: LsmContext) -> i32 {
 }
 
 /// security_socket_accept(sock, newsock): the gate for accepted TCP sockets. The new sock
-/// does not exist yet, so the row is only checked here (a hard charge taken back at once)
-/// and charged for real when it is grafted; a refused accept counts in failcnt.
+/// does not exist yet, so the row is only checked here (a charge taken back at once) and
+/// charged for real when it is grafted; a refused accept counts in failcnt. The check is
+/// soft, against the limit: the connection exists already (the kernel made it when the peer
+/// connected) and refusing it leaves the peer waiting, so accepts may use the margin between
+/// barrier and limit that socket() may not.
 #[lsm(hook = "socket_accept")]
 pub fn socket_accept(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
@@ -53,7 +56,7 @@ pub fn socket_accept(ctx: LsmContext) -> i32 {
     }
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge(cgid, NUMTCPSOCK, 1, Strictness::Hard) {
+    match charge(cgid, NUMTCPSOCK, 1, Strictness::Soft) {
         Charge::Refused => -ENOBUFS,
         Charge::Charged => {
             uncharge(cgid, NUMTCPSOCK, 1);
@@ -64,7 +67,7 @@ pub fn socket_accept(ctx: LsmContext) -> i32 {
 }
 
 /// security_sock_graft(sk, parent): an accepted sock joins its socket, in the accepting
-/// process. Force: the gate above already refused what was over the barrier.
+/// process. Force: the gate above already refused what was over the limit.
 #[lsm(hook = "sock_graft")]
 pub fn sock_graft(ctx: LsmContext) -> i32 {
     let sk: u64 = ctx.arg(0);

@@ -65,19 +65,32 @@ impl ContainerCgroup {
             })
             .collect();
         Ok(match flavor {
-            Flavor::V2 => MemoryUsage {
-                current: read_u64(&dir.join("memory.current"))?.unwrap_or(0),
-                peak: read_u64(&dir.join("memory.peak"))?,
-                limit_hits: read_keyed(&dir.join("memory.events"), "max")?
-                    .unwrap_or(0)
-                    .max(read_keyed(&dir.join("memory.events"), "oom_kill")?.unwrap_or(0)),
-                swap_current: read_u64(&dir.join("memory.swap.current"))?,
-                swap_peak: read_u64(&dir.join("memory.swap.peak"))?,
-                swap_limit_hits: read_keyed(&dir.join("memory.swap.events"), "max")?,
-                kmem_current: None,
-                kmem_peak: None,
-                stat,
-            },
+            Flavor::V2 => {
+                let oom_kills = read_keyed(&dir.join("memory.events"), "oom_kill")?.unwrap_or(0);
+                let swap_peak = read_u64(&dir.join("memory.swap.peak"))?;
+                // The kernel counts swap.events "max" only when it tries to swap past
+                // swap.max; a cgroup whose swap is full is not even scanned for swapping
+                // (reclaim stops within a cluster, 32 pages, of the limit) and goes to the OOM
+                // killer. So: the OOM kills of a container whose swap peaked at its limit.
+                let swap_full = match (swap_peak, read_u64(&dir.join("memory.swap.max"))?) {
+                    (Some(peak), Some(max)) => peak.saturating_add(32 * crate::ubc::page_size()) >= max,
+                    _ => false,
+                };
+                let swap_events = read_keyed(&dir.join("memory.swap.events"), "max")?;
+                MemoryUsage {
+                    current: read_u64(&dir.join("memory.current"))?.unwrap_or(0),
+                    peak: read_u64(&dir.join("memory.peak"))?,
+                    limit_hits: read_keyed(&dir.join("memory.events"), "max")?
+                        .unwrap_or(0)
+                        .max(oom_kills),
+                    swap_current: read_u64(&dir.join("memory.swap.current"))?,
+                    swap_peak,
+                    swap_limit_hits: swap_events.map(|e| if swap_full { e.max(oom_kills) } else { e }),
+                    kmem_current: None,
+                    kmem_peak: None,
+                    stat,
+                }
+            }
             Flavor::V1 => {
                 let current = read_u64(&dir.join("memory.usage_in_bytes"))?.unwrap_or(0);
                 // memsw counts RAM + swap; without swap accounting the files are absent.
@@ -93,8 +106,8 @@ impl ContainerCgroup {
                     (Some(peak), Some(limit)) => peak >= limit,
                     _ => false,
                 };
-                let memsw_hits = read_u64(&dir.join("memory.memsw.failcnt"))?
-                    .map(|f| if memsw_full { f.max(oom_kills) } else { f });
+                let memsw_hits =
+                    read_u64(&dir.join("memory.memsw.failcnt"))?.map(|f| if memsw_full { f.max(oom_kills) } else { f });
                 MemoryUsage {
                     current,
                     peak: read_u64(&dir.join("memory.max_usage_in_bytes"))?,

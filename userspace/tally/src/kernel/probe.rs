@@ -274,7 +274,8 @@ fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
         ),
         (NumTcpSock | NumOtherSock, Tier::Full) => (
             "enforced",
-            "BPF LSM socket_post_create (and socket_accept for accepted TCP) refuse with ENOBUFS; uncharged at \
+            "BPF LSM socket_post_create refuses with ENOBUFS over the barrier; socket_accept refuses accepted TCP \
+             connections over the limit (a soft charge: the connection exists already); uncharged at \
              sk_free_security",
         ),
         (NumTcpSock | NumOtherSock, Tier::Fallback) => (
