@@ -39,6 +39,8 @@ static FDTABLE_MAX_FDS_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static FDTABLE_FD_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
+static ADDRESS_SPACE_HOST_OFFSET: u64 = 0;
+#[unsafe(no_mangle)]
 static TASK_STRUCT_CGROUPS_OFFSET: u64 = 0;
 #[unsafe(no_mangle)]
 static CSS_SET_DFL_CGRP_OFFSET: u64 = 0;
@@ -129,7 +131,18 @@ const PSEUDO_MAGICS: [u64; 4] = [0x9fa0, 0x62656572, 0x27e0eb, 0x63677270];
 /// The id of `file` when it is a regular file worth counting (not on a pseudo-filesystem).
 #[inline(always)]
 pub fn regular_file(file: u64) -> Option<FileId> {
-    let inode: u64 = read(file, offset(&FILE_F_INODE_OFFSET))?;
+    regular_inode(read(file, offset(&FILE_F_INODE_OFFSET))?)
+}
+
+/// The file whose page cache `mapping` is (`mapping->host`), when it is worth counting.
+#[inline(always)]
+pub fn mapping_file(mapping: u64) -> Option<FileId> {
+    regular_inode(read(mapping, offset(&ADDRESS_SPACE_HOST_OFFSET))?)
+}
+
+/// [`regular_file`] for an inode.
+#[inline(always)]
+fn regular_inode(inode: u64) -> Option<FileId> {
     let mode: u16 = read(inode, offset(&INODE_I_MODE_OFFSET))?;
     if mode & S_IFMT != S_IFREG {
         return None;

@@ -7,10 +7,16 @@
 //!   file of a container's overlay are the overlay file and the real (upper or lower) file
 //!   behind it (overlayfs reads the real file through vfs_iter_read or vfs_splice_read, which
 //!   check its permission again), counted by fexit on the syscall;
-//! - fallback tier (here): sys_exit, the file behind the call's descriptor and, when that is an
-//!   overlayfs file, the real file it reads from (its private data).
+//! - fallback tier (here), where the kernel has the filemap tracepoints (Linux 6.11 on):
+//!   mm_filemap_get_pages, each batch of page-cache pages a buffered read copies from, against
+//!   the file that owns them (for a container's overlay file, the real file behind it), with
+//!   the bytes of the pages it spans; a long read is several batches. Only reads pay.
+//! - fallback tier on older kernels: sys_exit, the file behind the call's descriptor and, when
+//!   that is an overlayfs file, the real file it reads from (its private data). Every syscall
+//!   of the host passes it.
 //!
-//! Not seen in either tier: reads through mmap, io_uring and AIO.
+//! Not seen in either tier: reads through mmap, io_uring and AIO (and, through the filemap
+//! tracepoint, direct I/O).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -22,7 +28,7 @@ use tally_common::{FileKey, FileReadCounts};
 
 use crate::{
     atomic,
-    kernel::{current_fd_file, overlay_real_file, regular_file, syscall_arg, syscall_nr_btf, FileId},
+    kernel::{current_fd_file, mapping_file, overlay_real_file, regular_file, syscall_arg, syscall_nr_btf, FileId},
     maps::{FILE_READS, LIMITS},
 };
 
@@ -67,6 +73,25 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     if ret >= 0 {
         from_descriptor(regs, fd_arg, ret as u64);
     }
+    0
+}
+
+/// mm_filemap_get_pages(mapping, index, last_index), fallback tier where the kernel has it: a
+/// buffered read (of a real file: overlayfs passes reads through) is about to copy pages
+/// index..=last_index of `mapping`'s file.
+#[btf_tracepoint(function = "mm_filemap_get_pages")]
+pub fn filemap_get_pages(ctx: BtfTracePointContext) -> i32 {
+    const PAGE_SIZE: u64 = 4096;
+    let Some(cgroup_id) = current_container() else {
+        return 0;
+    };
+    let Some(id) = mapping_file(ctx.arg(0)) else {
+        return 0;
+    };
+    let (first, last): (u64, u64) = (ctx.arg(1), ctx.arg(2));
+    // SAFETY: a BPF helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    count(cgroup_id, id, last.saturating_sub(first).saturating_add(1) * PAGE_SIZE, now);
     0
 }
 

@@ -84,6 +84,7 @@ pub const OFFSET_GLOBALS: &[(&str, &str, &str)] = &[
     ("FILES_STRUCT_FDT_OFFSET", "files_struct", "fdt"),
     ("FDTABLE_MAX_FDS_OFFSET", "fdtable", "max_fds"),
     ("FDTABLE_FD_OFFSET", "fdtable", "fd"),
+    ("ADDRESS_SPACE_HOST_OFFSET", "address_space", "host"),
     ("TASK_STRUCT_CGROUPS_OFFSET", "task_struct", "cgroups"),
     ("CSS_SET_DFL_CGRP_OFFSET", "css_set", "dfl_cgrp"),
     // x86-64's names: the syscall number and its first two arguments.

@@ -232,6 +232,11 @@ pub fn statistic_plans(tier: Tier) -> Vec<RowPlan> {
              container's overlay counts as the real upper or lower file overlayfs reads and as the overlay's \
              inode; {MISSED}"
         ),
+        Tier::Fallback if super::programs::has_filemap_tracepoint() => format!(
+            "per container, device and inode of regular files: page-cache read batches, the bytes of the pages \
+             they span and the last read (tp_btf mm_filemap_get_pages: only buffered reads pay); the file is the \
+             one that owns the pages, for an overlay file the real upper or lower file; {MISSED}, direct I/O"
+        ),
         Tier::Fallback => format!(
             "{WHAT} (tp_btf sys_exit, which every syscall on the host passes); the file is the one behind the \
              call's descriptor and, for an overlay file, the real upper or lower file behind it (overlayfs's \

@@ -165,9 +165,26 @@ const FALLBACK: &[ProgramSpec] = &[
     ProgramSpec::guard(Hook::CgroupSkb("ingress")),
     ProgramSpec::guard(Hook::CgroupSkb("egress")),
     // File-read statistics: sys_exit counts a read syscall against the file behind its
-    // descriptor and the real file behind an overlay one (every syscall of the host passes it).
+    // descriptor and the real file behind an overlay one (every syscall of the host passes
+    // it); replaced by FILEMAP_READS where the kernel has that tracepoint.
     ProgramSpec::guard(Hook::TpBtf("sys_exit")),
 ];
+
+/// The fallback tier's file-read statistics where the kernel has the filemap tracepoints
+/// (Linux 6.11 on): only buffered reads pay, not every syscall.
+static FILEMAP_READS: ProgramSpec = ProgramSpec::counter("filemap_get_pages", Hook::TpBtf("mm_filemap_get_pages"));
+
+/// Whether the kernel has the mm_filemap_get_pages tracepoint (its BTF names the
+/// tracepoint's type, btf_trace_mm_filemap_get_pages). Read once per process.
+pub fn has_filemap_tracepoint() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        let needle: &[u8] = b"btf_trace_mm_filemap_get_pages\0";
+        fs::read(super::btf::VMLINUX)
+            .map(|btf| btf.windows(needle.len()).any(|w| w == needle))
+            .unwrap_or(false)
+    })
+}
 
 const PINNED_MAPS: [&str; 7] = [
     map_name::COUNTERS,
@@ -179,10 +196,19 @@ const PINNED_MAPS: [&str; 7] = [
     map_name::FILE_READS,
 ];
 
-fn programs(tier: Tier) -> &'static [ProgramSpec] {
+fn programs(tier: Tier) -> Vec<&'static ProgramSpec> {
     match tier {
-        Tier::Full => FULL,
-        Tier::Fallback => FALLBACK,
+        Tier::Full => FULL.iter().collect(),
+        Tier::Fallback => FALLBACK
+            .iter()
+            .map(|s| {
+                if s.name == "sys_exit" && has_filemap_tracepoint() {
+                    &FILEMAP_READS
+                } else {
+                    s
+                }
+            })
+            .collect(),
     }
 }
 
@@ -354,6 +380,7 @@ pub fn unpin_all(pins: &PinLayout) -> Result<(), KernelError> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         FULL.iter()
             .chain(FALLBACK)
+            .chain([&FILEMAP_READS])
             .find(|s| s.name == name)
             .map_or(Side::Charge, |s| s.side)
     };
