@@ -101,13 +101,14 @@ fn measure(
     }
     let mut figures: Figures = loops.iter().map(|_| (Vec::new(), Vec::new())).collect();
     let layout = tally::cgroup::Layout::detect()?;
+    let reads = programs::ReadHook::for_instance(&env.instance.root);
     for round in 0..rounds * 2 {
         // A B B A A B B A ...: each state is first as often as second.
         let attached = matches!(round % 4, 0 | 3);
         let pins = env.instance.pins();
         if attached {
             programs::ensure_bpffs()?;
-            programs::ensure_attached(&pins, tier, &env.instance.cgroup_parent(&layout)?)?;
+            programs::ensure_attached(&pins, tier, reads, &env.instance.cgroup_parent(&layout)?)?;
             Host::open(env.instance.clone(), tier)?.apply(&ct, &config)?;
         }
         for ((kind, _), (with, without)) in loops.iter().zip(figures.iter_mut()) {
@@ -129,7 +130,7 @@ fn measure(
     // The programs' own cost, in a pass of its own: the kernel's run-time stats cost time on
     // every call, so they stay off while the rounds above are timed.
     let pins = env.instance.pins();
-    programs::ensure_attached(&pins, tier, &env.instance.cgroup_parent(&layout)?)?;
+    programs::ensure_attached(&pins, tier, reads, &env.instance.cgroup_parent(&layout)?)?;
     Host::open(env.instance.clone(), tier)?.apply(&ct, &config)?;
     let stats = {
         let _stats_on = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time stats")?;

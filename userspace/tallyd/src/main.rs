@@ -84,7 +84,8 @@ fn main() -> Result<()> {
     };
     log::info!("tier {tier}: {}", report.reason);
     programs::ensure_bpffs().context("mounting bpffs")?;
-    let attach = programs::ensure_attached(&instance.pins(), tier, &instance.cgroup_parent(&layout)?)?;
+    let reads = programs::ReadHook::for_instance(&instance.root);
+    let attach = programs::ensure_attached(&instance.pins(), tier, reads, &instance.cgroup_parent(&layout)?)?;
     log::info!("programs {attach:?} at {}", instance.pins().root.display());
 
     // Container inits are reparented to tallyd when their launcher exits, so tallyd reaps them.

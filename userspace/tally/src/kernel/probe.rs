@@ -235,7 +235,8 @@ pub fn statistic_plans(tier: Tier) -> Vec<RowPlan> {
         Tier::Fallback if super::programs::has_filemap_tracepoint() => format!(
             "per container, device and inode of regular files: page-cache read batches, the bytes of the pages \
              they span and the last read (tp_btf mm_filemap_get_pages: only buffered reads pay); the file is the \
-             one that owns the pages, for an overlay file the real upper or lower file; {MISSED}, direct I/O"
+             one that owns the pages, for an overlay file the real upper or lower file; {MISSED}, direct I/O \
+             (an instance whose state directory is on tmpfs, whose reads bypass that path, keeps sys_exit)"
         ),
         Tier::Fallback => format!(
             "{WHAT} (tp_btf sys_exit, which every syscall on the host passes); the file is the one behind the \

@@ -174,6 +174,30 @@ const FALLBACK: &[ProgramSpec] = &[
 /// (Linux 6.11 on): only buffered reads pay, not every syscall.
 static FILEMAP_READS: ProgramSpec = ProgramSpec::counter("filemap_get_pages", Hook::TpBtf("mm_filemap_get_pages"));
 
+/// Where the fallback tier counts file reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadHook {
+    /// tp_btf mm_filemap_get_pages: only buffered reads through the page-cache read path pay.
+    Filemap,
+    /// tp_btf sys_exit: every syscall of the host passes it.
+    SysExit,
+}
+
+impl ReadHook {
+    /// Filemap where the kernel has the tracepoint and the instance's files (under `root`) are
+    /// not on tmpfs, whose reads (shmem's own read path) never reach the tracepoint.
+    pub fn for_instance(root: &Path) -> ReadHook {
+        let tmpfs = nix::sys::statfs::statfs(root)
+            .map(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+            .unwrap_or(false);
+        if has_filemap_tracepoint() && !tmpfs {
+            ReadHook::Filemap
+        } else {
+            ReadHook::SysExit
+        }
+    }
+}
+
 /// Whether the kernel has the mm_filemap_get_pages tracepoint (its BTF names the
 /// tracepoint's type, btf_trace_mm_filemap_get_pages). Read once per process.
 pub fn has_filemap_tracepoint() -> bool {
@@ -196,13 +220,13 @@ const PINNED_MAPS: [&str; 7] = [
     map_name::FILE_READS,
 ];
 
-fn programs(tier: Tier) -> Vec<&'static ProgramSpec> {
+fn programs(tier: Tier, reads: ReadHook) -> Vec<&'static ProgramSpec> {
     match tier {
         Tier::Full => FULL.iter().collect(),
         Tier::Fallback => FALLBACK
             .iter()
             .map(|s| {
-                if s.name == "sys_exit" && has_filemap_tracepoint() {
+                if s.name == "sys_exit" && reads == ReadHook::Filemap {
                     &FILEMAP_READS
                 } else {
                     s
@@ -220,11 +244,17 @@ pub enum Attach {
     Adopted,
 }
 
-/// Makes sure the tier's programs are attached through pinned links and the maps pinned.
+/// Makes sure the tier's programs are attached through pinned links and the maps pinned
+/// (`reads`: the fallback tier's read-statistics hook).
 /// `cgroup_parent` is the instance's cgroup2 directory, where cgroup programs attach (made if
 /// missing).
-pub fn ensure_attached(pins: &PinLayout, tier: Tier, cgroup_parent: &Path) -> Result<Attach, KernelError> {
-    let specs = programs(tier);
+pub fn ensure_attached(
+    pins: &PinLayout,
+    tier: Tier,
+    reads: ReadHook,
+    cgroup_parent: &Path,
+) -> Result<Attach, KernelError> {
+    let specs = programs(tier, reads);
     let stamp = object_stamp(pins);
     if stamp.exists()
         && specs.iter().all(|s| pins.link(s.name).exists())
