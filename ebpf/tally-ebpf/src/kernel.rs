@@ -89,11 +89,16 @@ pub fn dfl_cgroup_id(cgrp: u64) -> Option<u64> {
     read(kn, offset(&KERNFS_NODE_ID_OFFSET))
 }
 
-/// The cgroup2 id of the cgroup `task` is in (`task->cgroups->dfl_cgrp`): for a task forked
-/// straight into a cgroup (clone3's CLONE_INTO_CGROUP), where its parent is not.
+/// For a child just forked by `parent`: the cgroup2 id of the cgroup it was forked straight
+/// into (clone3's CLONE_INTO_CGROUP), or None when it shares its parent's css_set, as every
+/// other fork does (two reads: the common case stays cheap on this per-fork path).
 #[inline(always)]
-pub fn task_dfl_cgroup_id(task: u64) -> Option<u64> {
-    let cset: u64 = read(task, offset(&TASK_STRUCT_CGROUPS_OFFSET))?;
+pub fn forked_into_cgroup(parent: u64, child: u64) -> Option<u64> {
+    let cset: u64 = read(child, offset(&TASK_STRUCT_CGROUPS_OFFSET))?;
+    let parent_cset: u64 = read(parent, offset(&TASK_STRUCT_CGROUPS_OFFSET))?;
+    if cset == parent_cset {
+        return None;
+    }
     let cgrp: u64 = read(cset, offset(&CSS_SET_DFL_CGRP_OFFSET))?;
     let kn: u64 = read(cgrp, offset(&CGROUP_KN_OFFSET))?;
     read(kn, offset(&KERNFS_NODE_ID_OFFSET))

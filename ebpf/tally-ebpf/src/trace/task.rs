@@ -5,7 +5,7 @@ use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::btf_tracepoint, progr
 use tally_common::res::NUMPROC;
 
 use crate::charge::{charge_object, charged_to, uncharge_object, Strictness};
-use crate::kernel::{dfl_cgroup_id, task_dfl_cgroup_id};
+use crate::kernel::{dfl_cgroup_id, forked_into_cgroup};
 use crate::maps::LIMITS;
 
 /// sched_process_fork(parent, child): runs in the parent after a successful fork, with the
@@ -13,9 +13,12 @@ use crate::maps::LIMITS;
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
-    // SAFETY: a BPF helper without preconditions.
-    let current = unsafe { bpf_get_current_cgroup_id() };
-    move_numproc(child, task_dfl_cgroup_id(child).unwrap_or(current));
+    let dst = forked_into_cgroup(ctx.arg(0), child).unwrap_or_else(|| {
+        // SAFETY: a BPF helper without preconditions.
+        unsafe { bpf_get_current_cgroup_id() }
+    });
+    // A fresh task: no earlier charge to move (no task_alloc program in this tier).
+    charge_object(child, NUMPROC, dst, Strictness::Force);
     0
 }
 
@@ -25,11 +28,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn fork_into_cgroup(ctx: BtfTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
-    let Some(dst) = task_dfl_cgroup_id(child) else {
-        return 0;
-    };
-    // SAFETY: a BPF helper without preconditions.
-    if dst != unsafe { bpf_get_current_cgroup_id() } {
+    if let Some(dst) = forked_into_cgroup(ctx.arg(0), child) {
         move_numproc(child, dst);
     }
     0
