@@ -181,7 +181,7 @@ fn systemd_unit(env: &mut Env) -> Outcome {
     let analyze = std::path::Path::new("/usr/bin/systemd-analyze");
     if !analyze.exists() {
         let why = "no systemd-analyze here".to_string();
-        return if std::env::var_os("TALLY_ITEST_EMULATED").is_some() {
+        return if crate::harness::emulated() {
             Outcome::Elsewhere(format!("{why} (the host tier runs this)"))
         } else {
             Outcome::Skip(why)

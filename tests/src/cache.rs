@@ -29,7 +29,7 @@ pub fn tests() -> Vec<Test> {
 /// (containers, files, bytes per file): the 20 containers and 64 MiB on the host; a
 /// smaller run in the emulated VMs (2 GiB of memory, slow disks).
 fn sizes() -> (usize, usize, usize) {
-    if std::env::var_os("TALLY_ITEST_EMULATED").is_some() {
+    if crate::harness::emulated() {
         (4, 4, 2 << 20)
     } else {
         (20, 16, 4 << 20)

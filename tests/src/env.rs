@@ -315,7 +315,7 @@ impl Drop for Env {
 /// exit): under software emulation (the VM tier on these machines) everything is some 40x
 /// slower, and a loaded CI machine slower still.
 fn patience_secs() -> u64 {
-    if std::env::var_os("TALLY_ITEST_EMULATED").is_some() {
+    if crate::harness::emulated() {
         60
     } else {
         10

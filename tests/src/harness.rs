@@ -16,12 +16,18 @@ pub enum Outcome {
 
 pub type TestFn = fn(&mut Env) -> Outcome;
 
+/// Whether the CPUs are emulated (the VM tier under TCG; xtask sets TALLY_ITEST_EMULATED):
+/// timing-based checks and waits scale with it.
+pub fn emulated() -> bool {
+    std::env::var_os("TALLY_ITEST_EMULATED").is_some()
+}
+
 /// For a test whose subject does not change with tally's enforcement tier (`why` says what it
 /// depends on instead): in an emulated VM's run with the fallback tier forced, the same
 /// kernel's full-tier run (same cgroup v2 layout) and the host's fallback run have shown it
 /// already, and emulated minutes are what CI's hour is short of. Some(outcome) to return then.
 pub fn shown_by_the_full_tier_run(why: &str) -> Option<Outcome> {
-    let emulated = std::env::var_os("TALLY_ITEST_EMULATED").is_some();
+    let emulated = emulated();
     let forced_fallback = std::env::var("TALLY_ITEST_TIER").as_deref() == Ok("fallback");
     (emulated && forced_fallback).then(|| {
         Outcome::Elsewhere(format!(

@@ -51,7 +51,7 @@ fn dashboards_and_alerts(env: &mut Env) -> Outcome {
     let (Some(prometheus), Some(promtool)) = (on_path("prometheus"), on_path("promtool")) else {
         let why = "no prometheus/promtool binaries (Debian's prometheus package; cargo xtask setup installs it)";
         // The VMs have no Prometheus; the host tier runs this test.
-        return if std::env::var_os("TALLY_ITEST_EMULATED").is_some() {
+        return if crate::harness::emulated() {
             Outcome::Elsewhere(why.into())
         } else {
             Outcome::Skip(why.into())

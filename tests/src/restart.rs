@@ -36,7 +36,7 @@ pub fn tests() -> Vec<Test> {
 /// Kill points: the 50 on the host; 12 in the emulated VMs, where each restart of
 /// tallyd takes seconds (the full tier's programs still get killed under and re-adopted).
 fn kills() -> usize {
-    if std::env::var_os("TALLY_ITEST_EMULATED").is_some() {
+    if crate::harness::emulated() {
         12
     } else {
         50
@@ -119,7 +119,7 @@ fn sigkill_points(env: &mut Env) -> Outcome {
         // A random point: mostly while the operation is under way (its intent, or a template's
         // temporary tree, is there: the client's own start, slow on emulated CPUs, is not
         // what is being tested), else anywhere in the first tens of milliseconds.
-        let slow = if std::env::var_os("TALLY_ITEST_EMULATED").is_some() { 40 } else { 1 };
+        let slow = if crate::harness::emulated() { 40 } else { 1 };
         if rng.below(4) > 0 {
             let deadline = Instant::now() + Duration::from_secs(10);
             while !under_way(&env.instance.root) && Instant::now() < deadline && client.try_wait().ok().flatten().is_none() {

@@ -25,20 +25,21 @@ pub struct MemoryUsage {
     pub stat: BTreeMap<String, u64>,
 }
 
-fn read_u64(path: &Path) -> Result<Option<u64>, CgroupError> {
+/// A cgroup file's text, or None where this kernel or hierarchy lacks the file.
+fn read_optional(path: &Path) -> Result<Option<String>, CgroupError> {
     match fs::read_to_string(path) {
-        Ok(t) => Ok(t.trim().parse().ok()),
+        Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path)(e)),
     }
 }
 
+fn read_u64(path: &Path) -> Result<Option<u64>, CgroupError> {
+    Ok(read_optional(path)?.and_then(|t| t.trim().parse().ok()))
+}
+
 fn read_keyed(path: &Path, key: &str) -> Result<Option<u64>, CgroupError> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(keyed_value(&t, key)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path)(e)),
-    }
+    Ok(read_optional(path)?.and_then(|t| keyed_value(&t, key)))
 }
 
 impl ContainerCgroup {
@@ -66,12 +67,7 @@ impl ContainerCgroup {
             .collect();
         Ok(match flavor {
             Flavor::V2 => {
-                let events_path = dir.join("memory.events");
-                let events = match fs::read_to_string(&events_path) {
-                    Ok(t) => t,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                    Err(e) => return Err(io_err(&events_path)(e)),
-                };
+                let events = read_optional(&dir.join("memory.events"))?.unwrap_or_default();
                 let oom_kills = keyed_value(&events, "oom_kill").unwrap_or(0);
                 let swap_peak = read_u64(&dir.join("memory.swap.peak"))?;
                 // The kernel counts swap.events "max" only when it tries to swap past
