@@ -34,12 +34,20 @@ pub fn main(args: &[String]) -> i32 {
     match args {
         [what, rest @ ..] if what == "hooks" => run(LOOPS, rest),
         [what, rest @ ..] if what == "fork" => run(&LOOPS[..1], rest),
+        // One loop alone (openclose, socketclose, ...): for looking into one hook's cost.
+        [what, rest @ ..] if LOOPS.iter().any(|(name, _)| name == what) => {
+            let i = LOOPS.iter().position(|(name, _)| name == what).unwrap_or(0);
+            run(&LOOPS[i..=i], rest)
+        }
         [what, rest @ ..] if what == "start" => crate::bench_start::main(rest),
         [what, rest @ ..] if what == "density" => crate::bench_density::main(rest),
         [what, rest @ ..] if what == "scrape" => crate::bench_scrape::main(rest),
         [what, rest @ ..] if what == "dedup" => crate::bench_dedup::main(rest),
         _ => {
-            eprintln!("usage: tally-itest bench hooks|fork [ROUNDS] [OPS_PER_ROUND] | start [RUNS] | density [N]");
+            eprintln!(
+                "usage: tally-itest bench hooks|fork|LOOP [ROUNDS] [OPS_PER_ROUND] | start [RUNS] | density [N] \
+                 (LOOP: forkexit, openclose, socketclose, flock or read4k alone)"
+            );
             2
         }
     }

@@ -3,6 +3,10 @@
 
 use anyhow::{bail, Result};
 use tally::ubc::Resource;
+use tally_common::{
+    map_name::{CHARGES, CHARGES_IN_HASH, CHARGE_TABLE, CHARGE_TABLE_ENTRIES},
+    ChargeBucket, ChargeKey,
+};
 
 use crate::{
     check,
@@ -33,6 +37,10 @@ pub fn tests() -> Vec<Test> {
         Test {
             name: "a_tallyd_of_another_build_replaces_the_pinned_programs_and_keeps_the_counters",
             run: build_change_replaces_programs,
+        },
+        Test {
+            name: "a_tallyd_after_a_build_without_the_charge_table_gives_back_what_that_build_charged",
+            run: records_of_a_build_before_the_table,
         },
         Test {
             name: "bad_container_ids_and_limits_are_refused_and_change_nothing",
@@ -255,43 +263,131 @@ fn tier_change_replaces_programs(env: &mut Env) -> Outcome {
 /// beside the links); a tallyd whose object differs attaches its own programs instead of
 /// adopting them, and keeps the maps: what the old programs charged, the new ones give back.
 fn build_change_replaces_programs(env: &mut Env) -> Outcome {
-    try_or_fail!(env.start_tallyd(), "starting tallyd");
-    try_or_fail!(container_with_limit_on_running(env), "setting a limit");
-    let running = try_or_fail!(storm_through_tally_exec(env), "fork storm");
-    let held = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc").held;
-    check!(held >= LIMIT - 1, "the storm's tasks should be held: {held}");
-    try_or_fail!(env.stop_tallyd(), "stopping tallyd");
+    let (running, held) = try_or_fail!(storm_held_by_a_stopped_tallyd(env), "a storm held while tallyd is down");
     let root = env.instance.pins().root;
-    let stamps = || -> Vec<String> {
-        std::fs::read_dir(&root)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("object-"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let ours = stamps();
-    check!(ours.len() == 1, "one object stamp expected: {ours:?}");
-    let theirs = "object-0000000000000000";
-    try_or_fail!(std::fs::rename(root.join(&ours[0]), root.join(theirs)), "making the pins another build's");
+    let ours = object_stamps(&root);
+    try_or_fail!(make_pins_another_builds(&root), "making the pins another build's");
     let ready = try_or_fail!(env.start_tallyd(), "starting tallyd again");
     check!(
         ready.contains("programs=fresh"),
         "another build's programs must be replaced: {ready}"
     );
-    check!(stamps() == ours, "the stamp should be this build's again: {:?}", stamps());
+    let now = object_stamps(&root);
+    check!(now == ours, "the stamp should be this build's again: {now:?}, was {ours:?}");
     let during = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc");
     check!(during.held == held, "the counters must survive the replacement: {during:?}, was {held}");
-    let storm = try_or_fail!(running.release(), "ending the storm");
-    try_or_fail!(check_storm(&storm), "fork storm across the replacement");
-    let row = try_or_fail!(
-        env.wait_row(CT, Resource::NumProc, "held 0", |r| r.held == 0),
+    try_or_fail!(
+        storm_given_back(env, running),
         "what the old programs charged should be given back by the new ones"
     );
-    check!(row.maxheld == LIMIT, "peak at the limit: {row:?}");
     Outcome::Pass
+}
+
+/// Container CT with numproc 20:20 and a fork storm holding it full, then tallyd stopped
+/// (the programs stay attached); returns the storm and numproc's held.
+fn storm_held_by_a_stopped_tallyd(env: &mut Env) -> Result<(Running, u64)> {
+    env.start_tallyd()?;
+    container_with_limit_on_running(env)?;
+    let running = storm_through_tally_exec(env)?;
+    let held = env.ubc_row(CT, Resource::NumProc)?.held;
+    if held < LIMIT - 1 {
+        bail!("the storm's tasks should be held: {held}");
+    }
+    env.stop_tallyd()?;
+    Ok((running, held))
+}
+
+/// Ends the storm (it must have hit the limit as it should) and waits for numproc's held to
+/// come back to 0, its peak having been the limit.
+fn storm_given_back(env: &Env, running: Running) -> Result<()> {
+    let storm = running.release()?;
+    check_storm(&storm)?;
+    let row = env.wait_row(CT, Resource::NumProc, "held 0", |r| r.held == 0)?;
+    if row.maxheld != LIMIT {
+        bail!("peak at the limit expected: {row:?}");
+    }
+    Ok(())
+}
+
+/// The object stamps in a pin directory (one: the build whose programs are attached).
+fn object_stamps(root: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("object-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Renames the pins' object stamp to one no build has: the next tallyd replaces the programs.
+fn make_pins_another_builds(root: &std::path::Path) -> Result<()> {
+    let ours = object_stamps(root);
+    if ours.len() != 1 {
+        bail!("one object stamp expected in {}: {ours:?}", root.display());
+    }
+    std::fs::rename(root.join(&ours[0]), root.join("object-0000000000000000"))?;
+    Ok(())
+}
+
+/// Builds before the charge table kept every charge record in the `charges` hash map, keyed
+/// by (object, row). A tallyd replacing such a build must give back what it charged: its
+/// programs find the records there (`charges_in_hash`, counted at attach). The storm's tasks,
+/// charged by this build, are made such records: moved from the table into the hash map, and
+/// the table's maps unpinned, as that build had none.
+fn records_of_a_build_before_the_table(env: &mut Env) -> Outcome {
+    let (running, held) = try_or_fail!(storm_held_by_a_stopped_tallyd(env), "a storm held while tallyd is down");
+    let pins = env.instance.pins();
+    let moved = try_or_fail!(table_records_to_hash(&pins), "moving the records to the hash map");
+    check!(
+        moved >= held,
+        "every held task should have had a record in the table: {moved} records, {held} held"
+    );
+    for name in [CHARGE_TABLE, CHARGE_TABLE_ENTRIES, CHARGES_IN_HASH] {
+        try_or_fail!(std::fs::remove_file(pins.map(name)), "unpinning {name}");
+    }
+    try_or_fail!(make_pins_another_builds(&pins.root), "making the pins another build's");
+    let ready = try_or_fail!(env.start_tallyd(), "starting tallyd again");
+    check!(ready.contains("programs=fresh"), "the old build's programs must be replaced: {ready}");
+    let in_hash = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
+    check!(in_hash == moved, "charges_in_hash should count the old build's {moved} records: {in_hash}");
+    try_or_fail!(
+        storm_given_back(env, running),
+        "what the old build charged should be given back from the hash map"
+    );
+    let left = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
+    check!(left == 0, "every old record should be gone with its task: {left} left");
+    Outcome::Pass
+}
+
+/// Moves every record of the pinned charge table into the `charges` hash map, as a build before
+/// the table would have kept it; returns how many. Only for kernel addresses (tasks here),
+/// whose top bits, which the table's key drops, are all ones.
+fn table_records_to_hash(pins: &tally::kernel::programs::PinLayout) -> Result<u64> {
+    use aya::maps::{Array, HashMap, Map, MapData};
+    let table: Array<MapData, ChargeBucket> = Array::try_from(Map::Array(MapData::from_pin(pins.map(CHARGE_TABLE))?))?;
+    let mut hash: HashMap<MapData, ChargeKey, u64> =
+        HashMap::try_from(Map::HashMap(MapData::from_pin(pins.map(CHARGES))?))?;
+    let mut moved = 0;
+    for bucket in table.iter() {
+        for slot in bucket?.slots.iter().filter(|s| s.key != 0) {
+            let key = ChargeKey {
+                object: (slot.key >> 6) | (0x3f << 58),
+                resource: (slot.key & 0x3f) as u32 - 1,
+                _pad: 0,
+            };
+            hash.insert(key, slot.cgroup_id, 0)?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
+fn charges_in_hash(pins: &tally::kernel::programs::PinLayout) -> Result<u64> {
+    use aya::maps::{Array, Map, MapData};
+    let count: Array<MapData, u64> = Array::try_from(Map::Array(MapData::from_pin(pins.map(CHARGES_IN_HASH))?))?;
+    Ok(count.get(&0, 0)?)
 }
 
 /// Container CT with numproc 20:20 on an already running tallyd.

@@ -3,7 +3,7 @@
 //!
 //! Everything here is `#[repr(C)]` with explicit padding and compile-time size checks, so
 //! the BPF and userspace views of a map value are the same bytes.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Number of beancounter rows, in OpenVZ kernel order (`kmemsize` = 0 ... `swappages` = 24,
 /// dummy rows included so that indices match `/proc/user_beancounters`).
@@ -102,6 +102,43 @@ pub struct ChargeKey {
     pub _pad: u32,
 }
 
+/// Records per bucket of `charge_table`.
+pub const CHARGE_SLOTS: usize = 8;
+/// Buckets of `charge_table` (a power of two: the bucket is the top bits of a hash).
+pub const CHARGE_BUCKETS: u32 = 1 << CHARGE_BUCKET_BITS;
+const CHARGE_BUCKET_BITS: u32 = 16;
+
+/// One record of `charge_table`: `key` is [`charge_slot_key`] (0: free), `cgroup_id` the
+/// container charged.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChargeSlot {
+    pub key: u64,
+    pub cgroup_id: u64,
+}
+
+/// A value of `charge_table`: the records of the objects whose address hashes here, every
+/// row of one object in the same bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChargeBucket {
+    pub slots: [ChargeSlot; CHARGE_SLOTS],
+}
+
+/// The record key of (object, row): the row in the low 6 bits, so one word says both and a
+/// compare-exchange claims a slot. Never 0 (row + 1). Kernel addresses lose only their top
+/// bits, which all of them share; socket cookies are far below 2^58.
+#[inline(always)]
+pub fn charge_slot_key(object: u64, resource: usize) -> u64 {
+    (object << 6) | (resource as u64 + 1)
+}
+
+/// The bucket of an object: Fibonacci hashing of its address (or cookie), top bits.
+#[inline(always)]
+pub fn charge_bucket(object: u64) -> u32 {
+    (object.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CHARGE_BUCKET_BITS)) as u32
+}
+
 /// A refused charge, as the `events` ring buffer carries it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -166,8 +203,8 @@ pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Indices of the `stats` per-CPU array: things that went wrong inside programs, exported so
 /// that a silent accounting gap shows up as a number.
 pub mod stat {
-    /// A charge could not be recorded because the `charges` map was full (the charge was
-    /// undone and, where the hook can, refused).
+    /// A charge could not be recorded because its `charge_table` bucket and the `charges` map
+    /// were full (the charge was undone and, where the hook can, refused).
     pub const CHARGE_MAP_FULL: u32 = 0;
     /// An uncharge found no counters row (the container was removed while objects lived).
     pub const UNCHARGE_ORPHAN: u32 = 1;
@@ -185,12 +222,15 @@ pub mod map_name {
     pub const EVENTS: &str = "events";
     pub const TRAFFIC: &str = "traffic";
     pub const FILE_READS: &str = "file_reads";
+    pub const CHARGE_TABLE: &str = "charge_table";
+    pub const CHARGE_TABLE_ENTRIES: &str = "charge_table_entries";
+    pub const CHARGES_IN_HASH: &str = "charges_in_hash";
 }
 
 /// Capacity of the maps keyed by container (cgroup id).
 pub const MAX_CONTAINERS: u32 = 8192;
-/// Capacity of `charges`: charged objects (tasks, files, sockets, locks, ptys) alive in all
-/// containers together.
+/// Capacity of `charges`, the hash map that takes the records a full `charge_table` bucket
+/// cannot: charged objects (tasks, files, sockets, locks, ptys) beyond the table's.
 pub const MAX_CHARGED_OBJECTS: u32 = 262144;
 
 const _: () = assert!(core::mem::size_of::<Counter>() == 32);
@@ -199,6 +239,8 @@ const _: () = assert!(core::mem::size_of::<Counters>() == 32 * RESOURCE_COUNT);
 const _: () = assert!(core::mem::size_of::<LimitHit>() == 48);
 const _: () = assert!(core::mem::size_of::<Limits>() == 16 * RESOURCE_COUNT);
 const _: () = assert!(core::mem::size_of::<ChargeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ChargeBucket>() == 16 * CHARGE_SLOTS);
+const _: () = assert!(RESOURCE_COUNT < 63);
 const _: () = assert!(core::mem::size_of::<Traffic>() == 32);
 const _: () = assert!(core::mem::size_of::<FileKey>() == 24);
 const _: () = assert!(core::mem::size_of::<FileReadCounts>() == 24);
@@ -212,8 +254,48 @@ mod pod {
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::Limits {}
     unsafe impl aya::Pod for super::ChargeKey {}
+    unsafe impl aya::Pod for super::ChargeBucket {}
     unsafe impl aya::Pod for super::LimitHit {}
     unsafe impl aya::Pod for super::Traffic {}
     unsafe impl aya::Pod for super::FileKey {}
     unsafe impl aya::Pod for super::FileReadCounts {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kernel addresses of objects (a slab's neighbours, far apart, the top of the address
+    /// space) and socket cookies.
+    const OBJECTS: [u64; 6] = [
+        0xffff_8881_0a2b_3c00,
+        0xffff_8881_0a2b_3d00,
+        0xffff_c900_0001_0000,
+        0xffff_ffff_ffff_ffc0,
+        1,
+        4096,
+    ];
+
+    #[test]
+    fn every_object_and_row_has_its_own_nonzero_record_key() {
+        let mut keys = std::collections::HashSet::new();
+        for object in OBJECTS {
+            for res in 0..RESOURCE_COUNT {
+                let key = charge_slot_key(object, res);
+                assert_ne!(key, 0, "0 marks a free slot");
+                assert!(keys.insert(key), "{object:#x} row {res} shares key {key:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_objects_rows_share_a_bucket_inside_the_table() {
+        for object in OBJECTS {
+            assert!(charge_bucket(object) < CHARGE_BUCKETS);
+        }
+        // Neighbouring slab objects spread over buckets instead of piling into one.
+        let buckets: std::collections::HashSet<u32> =
+            (0..4096u64).map(|i| charge_bucket(0xffff_8881_0000_0000 + i * 256)).collect();
+        assert!(buckets.len() > 4000, "{} buckets for 4096 neighbours", buckets.len());
+    }
 }

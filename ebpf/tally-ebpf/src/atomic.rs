@@ -43,3 +43,10 @@ pub fn max(p: *mut u64, v: u64) {
         tries += 1;
     }
 }
+
+/// Sets `*p` to `new` if it holds `current`; whether it did.
+#[inline(always)]
+pub fn compare_exchange(p: *mut u64, current: u64, new: u64) -> bool {
+    // SAFETY: as in `add`.
+    unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, current, new) }.1
+}

@@ -4,11 +4,12 @@
 //! are not containers and are never charged.
 
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns};
-use tally_common::{stat, ChargeKey, Counter, LimitHit, EVENT_INTERVAL_NS, RESOURCE_COUNT};
+use tally_common::{stat, Counter, LimitHit, EVENT_INTERVAL_NS, RESOURCE_COUNT};
 
 use crate::{
     atomic,
-    maps::{bump_stat, CHARGES, COUNTERS, EVENTS, LIMITS},
+    maps::{bump_stat, COUNTERS, EVENTS, LIMITS},
+    record::{self, Object},
 };
 
 /// How strictly a charge is checked (OpenVZ's UB_HARD / UB_SOFT / UB_FORCE).
@@ -98,32 +99,21 @@ pub fn uncharge(cgid: u64, res: usize, amount: u64) -> bool {
     true
 }
 
-const BPF_NOEXIST: u64 = 1;
-
-fn key(object: u64, res: usize) -> ChargeKey {
-    ChargeKey {
-        object,
-        resource: res as u32,
-        _pad: 0,
-    }
-}
-
 /// Whether `object` is charged for `res` already (a file locked twice holds one lock charge).
 #[inline(always)]
-pub fn is_charged(object: u64, res: usize) -> bool {
-    CHARGES.get_ptr(key(object, res)).is_some()
+pub fn is_charged(object: Object, res: usize) -> bool {
+    record::get(object, res).is_some()
 }
 
 /// Charges one `res` to container `cgid` for `object` and remembers it, so that
 /// `uncharge_object` gives it back to `cgid` whoever frees the object. When the record
-/// cannot be kept (map full) the charge is undone and reported as refused: a container must
-/// never hold what tally could not give back.
+/// cannot be kept the charge is undone and reported as refused: a container must never hold
+/// what tally could not give back.
 #[inline(always)]
-pub fn charge_object(object: u64, res: usize, cgid: u64, strictness: Strictness) -> Charge {
+pub fn charge_object(object: Object, res: usize, cgid: u64, strictness: Strictness) -> Charge {
     match charge(cgid, res, 1, strictness) {
         Charge::Charged => {
-            if CHARGES.insert(key(object, res), cgid, BPF_NOEXIST).is_err() {
-                bump_stat(stat::CHARGE_MAP_FULL);
+            if !record::insert(object, res, cgid) {
                 uncharge(cgid, res, 1);
                 return Charge::Refused;
             }
@@ -133,25 +123,23 @@ pub fn charge_object(object: u64, res: usize, cgid: u64, strictness: Strictness)
     }
 }
 
-/// Gives back what `object` holds of `res`, to the container recorded at charge time.
+/// Gives back what `object` holds of `res`, to the container recorded at charge time;
+/// whether there was such a record.
 #[inline(always)]
-pub fn uncharge_object(object: u64, res: usize) {
-    let k = key(object, res);
-    // SAFETY: the value is a plain u64 copied out at once.
-    let Some(cgid) = (unsafe { CHARGES.get(k) }).copied() else {
-        return;
+pub fn uncharge_object(object: Object, res: usize) -> bool {
+    let Some(cgid) = record::take(object, res) else {
+        return false;
     };
-    let _ = CHARGES.remove(k);
     if !uncharge(cgid, res, 1) {
         bump_stat(stat::UNCHARGE_ORPHAN);
     }
+    true
 }
 
 /// The container `object` is charged to for `res`, if any.
 #[inline(always)]
-pub fn charged_to(object: u64, res: usize) -> Option<u64> {
-    // SAFETY: the value is a plain u64 copied out at once.
-    unsafe { CHARGES.get(key(object, res)) }.copied()
+pub fn charged_to(object: Object, res: usize) -> Option<u64> {
+    record::get(object, res)
 }
 
 /// Emits a limit-hit event unless this row emitted one less than EVENT_INTERVAL_NS ago.
@@ -177,7 +165,7 @@ fn limit_hit(cgid: u64, res: usize, last_event_ns: *mut u64, mut event: LimitHit
 /// container. Returns what the hook returns: `-errno` when refused, 0 otherwise (also for
 /// cgroups that are not containers).
 #[inline(always)]
-pub fn charge_caller(object: u64, res: usize, errno: i32) -> i32 {
+pub fn charge_caller(object: Object, res: usize, errno: i32) -> i32 {
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
     match charge_object(object, res, cgid, Strictness::Hard) {

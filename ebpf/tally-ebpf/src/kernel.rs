@@ -75,6 +75,15 @@ fn read<T: Copy>(base: u64, off: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off) as *const T) }.ok()
 }
 
+/// The address `pointer` holds, as a plain number. The verifier knows a hook's pointer
+/// arguments as typed pointers and allows no arithmetic on them but adding a constant (no
+/// hashing); what a helper reads back from the stack is a number.
+#[inline(always)]
+pub fn address(pointer: u64) -> Option<u64> {
+    let slot = pointer;
+    read(core::ptr::addr_of!(slot) as u64, 0)
+}
+
 /// The cgroup2 id of `cgrp` (what bpf_get_current_cgroup_id returns for its members), or None
 /// when `cgrp` belongs to a v1 hierarchy.
 #[inline(always)]

@@ -3,7 +3,8 @@
 //! `lsm/` enforces (full tier: BPF LSM), `trace/` only accounts (fallback tier, where the
 //! cgroup controllers refuse; and the file-read statistics of both tiers), `cgroup/` runs
 //! attached to each container's cgroup, `probe` holds the tiny programs `tally check` loads to
-//! learn what this kernel allows. `charge` is the one place where OpenVZ's charge semantics live.
+//! learn what this kernel allows. `charge` is the one place where OpenVZ's charge semantics
+//! live, `record` the one place that keeps who pays for each charged object.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -16,6 +17,7 @@ mod kernel;
 mod lsm;
 mod maps;
 mod probe;
+mod record;
 mod trace;
 
 #[cfg(not(test))]

@@ -3,10 +3,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tally_common::{
-    stat, ChargeKey, Counters, FileKey, FileReadCounts, Limits, Traffic, EVENTS_BYTES, MAX_CHARGED_OBJECTS,
+    stat, ChargeBucket, ChargeKey, Counters, CHARGE_BUCKETS, FileKey, FileReadCounts, Limits, Traffic, EVENTS_BYTES, MAX_CHARGED_OBJECTS,
     MAX_CONTAINERS, MAX_FILE_READS,
 };
 
@@ -22,10 +22,26 @@ pub static COUNTERS: HashMap<u64, Counters> = HashMap::with_max_entries(MAX_CONT
 #[map(name = "limits")]
 pub static LIMITS: HashMap<u64, Limits> = HashMap::with_max_entries(MAX_CONTAINERS, 0);
 
-/// (object, row) -> cgroup2 id charged for it, so that the free side (which runs in whatever
-/// context drops the last reference) uncharges the container that was charged.
+/// Who pays for each charged object (record.rs): buckets of (object, row) -> cgroup2 id, so
+/// that the free side (which runs in whatever context drops the last reference) uncharges the
+/// container that was charged. An array: finding a bucket is an address computation.
+#[map(name = "charge_table")]
+pub static CHARGE_TABLE: Array<ChargeBucket> = Array::with_max_entries(CHARGE_BUCKETS, 0);
+
+/// The records in `charge_table`, as per-CPU deltas whose sum is the count (for
+/// `tally_bpf_map_entries`; an atomic add on the CPU's own slot, never contended).
+#[map(name = "charge_table_entries")]
+pub static CHARGE_TABLE_ENTRIES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The records a full `charge_table` bucket could not take (and those of builds before the
+/// table): (object, row) -> cgroup2 id.
 #[map(name = "charges")]
 pub static CHARGES: HashMap<ChargeKey, u64> = HashMap::with_max_entries(MAX_CHARGED_OBJECTS, 0);
+
+/// How many records `charges` holds: while 0, a record missing from its bucket is missing
+/// altogether and no program looks in the hash map.
+#[map(name = "charges_in_hash")]
+pub static CHARGES_IN_HASH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Limit-hit events (tally_common::LimitHit), rate-limited per container and row.
 #[map(name = "events")]

@@ -425,11 +425,11 @@ impl Exporter {
         )?;
 
         let entries = IntGaugeVec::new(
-            Opts::new("tally_bpf_map_entries", "Entries in tally's BPF hash maps"),
+            Opts::new("tally_bpf_map_entries", "Entries in tally's BPF maps of containers and charge records"),
             &["map"],
         )?;
         let capacity = IntGaugeVec::new(
-            Opts::new("tally_bpf_map_capacity", "Capacity (max_entries) of tally's BPF hash maps"),
+            Opts::new("tally_bpf_map_capacity", "Capacity of tally's BPF maps of containers and charge records"),
             &["map"],
         )?;
         for fill in map_fill(&self.pins)? {
@@ -460,7 +460,7 @@ impl Exporter {
             (
                 stat::CHARGE_MAP_FULL,
                 "tally_bpf_charge_map_full_total",
-                "Charges undone because the charges map was full",
+                "Charges undone because the charge record's bucket and the charges map were full",
             ),
             (
                 stat::UNCHARGE_ORPHAN,

@@ -9,7 +9,10 @@ use aya_ebpf::{
 };
 use tally_common::res::{NUMOTHERSOCK, NUMTCPSOCK};
 
-use crate::charge::{charge_object, uncharge_object, Charge, Strictness};
+use crate::{
+    charge::{charge_object, uncharge_object, Charge, Strictness},
+    record::{self, Object},
+};
 
 const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;
@@ -30,11 +33,17 @@ fn row(ctx: &SockContext) -> usize {
     }
 }
 
+/// The socket's record is keyed by its struct sock (the context is one): the slab hands a
+/// freed sock's address to the next socket, so a busy loop finds its record's bucket in the
+/// cache (a cookie, new for every socket, would take a cold bucket each time).
 #[cgroup_sock(sock_create)]
 pub fn sock_create(ctx: SockContext) -> i32 {
-    // SAFETY: BPF helpers valid in cgroup/sock programs.
-    let (cgid, cookie) = unsafe { (bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.sock as *mut _)) };
-    match charge_object(cookie, row(&ctx), cgid, Strictness::Hard) {
+    let Some(sk) = Object::at(ctx.sock as u64) else {
+        return ALLOW;
+    };
+    // SAFETY: a BPF helper valid in cgroup/sock programs.
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    match charge_object(sk, row(&ctx), cgid, Strictness::Hard) {
         Charge::Refused => REFUSE,
         _ => ALLOW,
     }
@@ -44,8 +53,15 @@ pub fn sock_create(ctx: SockContext) -> i32 {
 /// charged to: one lookup, not two.
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
-    // SAFETY: a BPF helper valid in cgroup/sock programs.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock as *mut _) };
-    uncharge_object(cookie, row(&ctx));
+    let res = row(&ctx);
+    if Object::at(ctx.sock as u64).is_some_and(|sk| uncharge_object(sk, res)) {
+        return ALLOW;
+    }
+    // Builds before the charge table keyed sockets by cookie, in the hash map.
+    if record::hash_in_use() {
+        // SAFETY: a BPF helper valid in cgroup/sock programs.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock as *mut _) };
+        uncharge_object(Object::number(cookie), res);
+    }
     ALLOW
 }

@@ -7,6 +7,7 @@ use tally_common::res::{NUMFILE, NUMFLOCK, NUMPTY};
 
 use crate::charge::{charge_caller, charge_object, is_charged, uncharge_object, Charge, Strictness};
 use crate::kernel::file_rdev;
+use crate::record::Object;
 
 const ENFILE: i32 = 23;
 const ENOSPC: i32 = 28;
@@ -30,17 +31,20 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         return Err(previous);
     }
     let file: u64 = ctx.arg(0);
+    let Some(object) = Object::at(file) else {
+        return Ok(0);
+    };
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge_object(file, NUMFILE, cgid, Strictness::Hard) {
+    match charge_object(object, NUMFILE, cgid, Strictness::Hard) {
         Charge::NotContainer => return Ok(0),
         Charge::Refused => return Err(-ENFILE),
         Charge::Charged => {}
     }
     if file_rdev(file) == Some(PTMX_RDEV) {
-        if let Charge::Refused = charge_object(file, NUMPTY, cgid, Strictness::Hard) {
+        if let Charge::Refused = charge_object(object, NUMPTY, cgid, Strictness::Hard) {
             // The open fails as a whole: its numfile charge goes too.
-            uncharge_object(file, NUMFILE);
+            uncharge_object(object, NUMFILE);
             return Err(-ENOSPC);
         }
     }
@@ -55,7 +59,9 @@ pub fn file_lock(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let file: u64 = ctx.arg(0);
+    let Some(file) = Object::at(ctx.arg(0)) else {
+        return 0;
+    };
     let lock_type: u32 = ctx.arg(1);
     if lock_type == F_UNLCK {
         uncharge_object(file, NUMFLOCK);
@@ -70,7 +76,9 @@ pub fn file_lock(ctx: LsmContext) -> i32 {
 /// security_file_free(file): the last reference is gone, in whatever context dropped it.
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
-    let file: u64 = ctx.arg(0);
+    let Some(file) = Object::at(ctx.arg(0)) else {
+        return 0;
+    };
     uncharge_object(file, NUMFILE);
     uncharge_object(file, NUMPTY);
     uncharge_object(file, NUMFLOCK);

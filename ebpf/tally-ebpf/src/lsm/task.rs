@@ -7,7 +7,10 @@ use aya_ebpf::{
 };
 use tally_common::res::NUMPROC;
 
-use crate::charge::{charge_caller, uncharge_object};
+use crate::{
+    charge::{charge_caller, uncharge_object},
+    record::Object,
+};
 
 const EAGAIN: i32 = 11;
 
@@ -25,7 +28,10 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
     if previous != 0 {
         return Err(previous);
     }
-    match charge_caller(ctx.arg(0), NUMPROC, EAGAIN) {
+    let Some(task) = Object::at(ctx.arg(0)) else {
+        return Ok(0);
+    };
+    match charge_caller(task, NUMPROC, EAGAIN) {
         0 => Ok(0),
         refused => Err(refused),
     }
@@ -36,7 +42,9 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
 /// was refused; then nothing was recorded and nothing is uncharged.
 #[lsm(hook = "task_free")]
 pub fn task_free(ctx: LsmContext) -> i32 {
-    uncharge_object(ctx.arg(0), NUMPROC);
+    if let Some(task) = Object::at(ctx.arg(0)) {
+        uncharge_object(task, NUMPROC);
+    }
     0
 }
 
@@ -45,6 +53,8 @@ pub fn task_free(ctx: LsmContext) -> i32 {
 /// would refuse forks for tasks long gone.
 #[fentry(function = "release_task")]
 pub fn release_task(ctx: FEntryContext) -> u32 {
-    uncharge_object(ctx.arg(0), NUMPROC);
+    if let Some(task) = Object::at(ctx.arg(0)) {
+        uncharge_object(task, NUMPROC);
+    }
     0
 }

@@ -7,6 +7,7 @@ use tally_common::res::NUMPROC;
 use crate::charge::{charge_object, charged_to, uncharge_object, Strictness};
 use crate::kernel::{dfl_cgroup_id, forked_into_cgroup};
 use crate::maps::LIMITS;
+use crate::record::Object;
 
 /// sched_process_fork(parent, child): runs in the parent after a successful fork, with the
 /// child in its cgroup: the parent's, or the one clone3's CLONE_INTO_CGROUP put it in.
@@ -18,7 +19,9 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         unsafe { bpf_get_current_cgroup_id() }
     });
     // A fresh task: no earlier charge to move (no task_alloc program in this tier).
-    charge_object(child, NUMPROC, dst, Strictness::Force);
+    if let Some(task) = Object::at(child) {
+        charge_object(task, NUMPROC, dst, Strictness::Force);
+    }
     0
 }
 
@@ -38,6 +41,9 @@ pub fn fork_into_cgroup(ctx: BtfTracePointContext) -> i32 {
 /// container it was charged to before, if another; nothing for a cgroup that is no container.
 #[inline(always)]
 fn move_numproc(task: u64, dst: u64) {
+    let Some(task) = Object::at(task) else {
+        return;
+    };
     let previous = charged_to(task, NUMPROC);
     if previous == Some(dst) {
         return;
@@ -57,7 +63,9 @@ fn move_numproc(task: u64, dst: u64) {
 /// still counts zombies.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
-    uncharge_object(ctx.arg(0), NUMPROC);
+    if let Some(task) = Object::at(ctx.arg(0)) {
+        uncharge_object(task, NUMPROC);
+    }
     0
 }
 
@@ -79,6 +87,8 @@ pub fn cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
 /// tasks that never passed sched_process_exit.
 #[btf_tracepoint(function = "sched_process_free")]
 pub fn sched_process_free(ctx: BtfTracePointContext) -> i32 {
-    uncharge_object(ctx.arg(0), NUMPROC);
+    if let Some(task) = Object::at(ctx.arg(0)) {
+        uncharge_object(task, NUMPROC);
+    }
     0
 }

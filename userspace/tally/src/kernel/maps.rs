@@ -2,7 +2,7 @@
 //! readers (`tally ubc`, tests) read counters without loading the object again.
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
-use tally_common::{map_name, stat, ChargeKey, Counters, Limits, Traffic};
+use tally_common::{map_name, stat, ChargeKey, Counters, Limits, Traffic, CHARGE_BUCKETS, CHARGE_SLOTS};
 
 use super::{programs::PinLayout, KernelError};
 
@@ -155,7 +155,7 @@ impl TrafficMap {
     }
 }
 
-/// How full one of the instance's hash maps is.
+/// How full one of the instance's maps of containers and charge records is.
 #[derive(Clone, Debug)]
 pub struct MapFill {
     pub name: &'static str,
@@ -163,8 +163,9 @@ pub struct MapFill {
     pub capacity: u32,
 }
 
-/// Entries and capacity of the instance's hash maps (counters, limits, charges, traffic).
-/// Entries are counted by walking the keys: one syscall per entry.
+/// Entries and capacity of the instance's maps of containers and charge records (counters,
+/// limits, charge_table, charges, traffic). The hash maps' entries are counted by walking the
+/// keys (one syscall per entry); charge_table's by the programs.
 pub fn map_fill(pins: &PinLayout) -> Result<Vec<MapFill>, KernelError> {
     fn fill<K: aya::Pod, V: aya::Pod>(pins: &PinLayout, name: &'static str) -> Result<MapFill, KernelError> {
         let typed = |source: MapError| KernelError::Map { name, source };
@@ -181,7 +182,32 @@ pub fn map_fill(pins: &PinLayout) -> Result<Vec<MapFill>, KernelError> {
     Ok(vec![
         fill::<u64, Counters>(pins, map_name::COUNTERS)?,
         fill::<u64, Limits>(pins, map_name::LIMITS)?,
+        charge_table_fill(pins)?,
         fill::<ChargeKey, u64>(pins, map_name::CHARGES)?,
         fill::<u64, Traffic>(pins, map_name::TRAFFIC)?,
     ])
+}
+
+/// The records in `charge_table` (an array, not a hash map: the programs count them, per CPU,
+/// in `charge_table_entries`; the sum of the per-CPU deltas, wrapping, is the count).
+fn charge_table_fill(pins: &PinLayout) -> Result<MapFill, KernelError> {
+    let name = map_name::CHARGE_TABLE_ENTRIES;
+    let typed = |source: MapError| KernelError::Map { name, source };
+    let counts: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(pins, name)?)).map_err(typed)?;
+    let entries = counts.get(&0, 0).map_err(typed)?.iter().fold(0u64, |sum, n| sum.wrapping_add(*n));
+    Ok(MapFill {
+        name: map_name::CHARGE_TABLE,
+        entries,
+        capacity: CHARGE_BUCKETS * CHARGE_SLOTS as u32,
+    })
+}
+
+/// How many records the `charges` hash map holds, for `charges_in_hash` when a build that
+/// predates the table left some there (one syscall per entry; once, at attach).
+pub(super) fn charges_in_hash(pins: &PinLayout) -> Result<u64, KernelError> {
+    let name = map_name::CHARGES;
+    let typed = |source: MapError| KernelError::Map { name, source };
+    let map: HashMap<MapData, ChargeKey, u64> = HashMap::try_from(Map::HashMap(open(pins, name)?)).map_err(typed)?;
+    Ok(map.keys().filter(Result::is_ok).count() as u64)
 }

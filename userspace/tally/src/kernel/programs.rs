@@ -210,10 +210,13 @@ pub fn has_filemap_tracepoint() -> bool {
     })
 }
 
-const PINNED_MAPS: [&str; 7] = [
+const PINNED_MAPS: [&str; 10] = [
     map_name::COUNTERS,
     map_name::LIMITS,
+    map_name::CHARGE_TABLE,
+    map_name::CHARGE_TABLE_ENTRIES,
     map_name::CHARGES,
+    map_name::CHARGES_IN_HASH,
     map_name::STATS,
     map_name::EVENTS,
     map_name::TRAFFIC,
@@ -291,7 +294,25 @@ pub fn ensure_attached(
     for (global, value) in &offsets {
         loader.override_global(global, value, true);
     }
+    // A build from before `charge_table` kept every record in `charges`: the new programs
+    // must know to look there (see ebpf record.rs) until those objects are gone.
+    let legacy_records = if pins.map(map_name::CHARGES).exists() && !pins.map(map_name::CHARGES_IN_HASH).exists() {
+        super::maps::charges_in_hash(pins)?
+    } else {
+        0
+    };
     let mut ebpf = loader.load(OBJECT)?;
+    if legacy_records > 0 {
+        let name = map_name::CHARGES_IN_HASH;
+        let map = ebpf.map_mut(name).ok_or(KernelError::Program {
+            name,
+            message: "not in the object".into(),
+        })?;
+        let mut count: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(map).map_err(|source| KernelError::Map { name, source })?;
+        count.set(0, legacy_records, 0).map_err(|source| KernelError::Map { name, source })?;
+        log::info!("{legacy_records} charge records of an earlier build stay in the charges map until their objects go");
+    }
 
     fs::create_dir_all(cgroup_parent).map_err(|source| KernelError::Io {
         path: cgroup_parent.to_path_buf(),
