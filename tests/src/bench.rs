@@ -110,6 +110,7 @@ fn measure(
     let mut figures: Figures = loops.iter().map(|_| (Vec::new(), Vec::new())).collect();
     let layout = tally::cgroup::Layout::detect()?;
     let reads = programs::ReadHook::for_instance(&env.instance.root);
+    let mut ours: Vec<u32> = Vec::new();
     for round in 0..rounds * 2 {
         // A B B A A B B A ...: each state is first as often as second.
         let attached = matches!(round % 4, 0 | 3);
@@ -118,6 +119,16 @@ fn measure(
             programs::ensure_bpffs()?;
             programs::ensure_attached(&pins, tier, reads, &env.instance.cgroup_parent(&layout)?)?;
             Host::open(env.instance.clone(), tier)?.apply(&ct, &config)?;
+            ours = programs::program_stats(&pins)?.iter().map(|s| s.id).collect();
+        } else {
+            // The figures compare two states: none of the programs may still be attached here.
+            let left = aya::programs::loaded_links()
+                .flatten()
+                .filter(|l| ours.contains(&l.program_id()))
+                .count();
+            if left > 0 {
+                bail!("{left} links of tally's programs still there in a round without them");
+            }
         }
         for ((kind, _), (with, without)) in loops.iter().zip(figures.iter_mut()) {
             // Attaching parses the kernel's BTF and creates maps: a discarded warm-up round
@@ -125,6 +136,13 @@ fn measure(
             op_loop(env, kind, per_round / 4)?;
             let ns = op_loop(env, kind, per_round)? as f64 / per_round as f64;
             if attached {
+                // ... and in a round with them, they must have charged what the loop makes.
+                if let Some(row) = charged_row(kind, tier) {
+                    let peak = env.pinned_row("bench", row)?.maxheld;
+                    if peak == 0 {
+                        bail!("{kind}: {} was never charged in a round with tally's programs", row.name());
+                    }
+                }
                 with.push(ns)
             } else {
                 without.push(ns)
@@ -149,6 +167,17 @@ fn measure(
     };
     programs::unpin_all(&pins)?;
     Ok((figures, stats))
+}
+
+/// The row a loop's objects are charged to on `tier` (None: the loop makes none it keeps).
+fn charged_row(kind: &str, tier: Tier) -> Option<Resource> {
+    match (kind, tier) {
+        ("forkexit", _) => Some(Resource::NumProc),
+        ("socketclose", _) => Some(Resource::NumOtherSock),
+        ("openclose", Tier::Full) => Some(Resource::NumFile),
+        ("flock", Tier::Full) => Some(Resource::NumFlock),
+        _ => None,
+    }
 }
 
 fn op_loop(env: &Env, kind: &str, n: u64) -> Result<u128> {

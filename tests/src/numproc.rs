@@ -4,8 +4,8 @@
 use anyhow::{bail, Result};
 use tally::ubc::Resource;
 use tally_common::{
-    map_name::{CHARGES, CHARGES_IN_HASH, CHARGE_TABLE, CHARGE_TABLE_ENTRIES},
-    ChargeBucket, ChargeKey,
+    map_name::{CHARGES_IN_HASH, CHARGE_TABLE, CHARGE_TABLE_ENTRIES},
+    ChargeBucket, CHARGE_BUCKETS, CHARGE_SLOTS,
 };
 
 use crate::{
@@ -39,7 +39,7 @@ pub fn tests() -> Vec<Test> {
             run: build_change_replaces_programs,
         },
         Test {
-            name: "a_tallyd_after_a_build_without_the_charge_table_gives_back_what_that_build_charged",
+            name: "records_of_full_table_buckets_and_of_a_build_without_the_table_are_given_back_from_the_hash_map",
             run: records_of_a_build_before_the_table,
         },
         Test {
@@ -263,7 +263,10 @@ fn tier_change_replaces_programs(env: &mut Env) -> Outcome {
 /// beside the links); a tallyd whose object differs attaches its own programs instead of
 /// adopting them, and keeps the maps: what the old programs charged, the new ones give back.
 fn build_change_replaces_programs(env: &mut Env) -> Outcome {
-    let (running, held) = try_or_fail!(storm_held_by_a_stopped_tallyd(env), "a storm held while tallyd is down");
+    let (running, held) = try_or_fail!(
+        storm_held_by_a_stopped_tallyd(env, |_| Ok(())),
+        "a storm held while tallyd is down"
+    );
     let root = env.instance.pins().root;
     let ours = object_stamps(&root);
     try_or_fail!(make_pins_another_builds(&root), "making the pins another build's");
@@ -283,11 +286,12 @@ fn build_change_replaces_programs(env: &mut Env) -> Outcome {
     Outcome::Pass
 }
 
-/// Container CT with numproc 20:20 and a fork storm holding it full, then tallyd stopped
-/// (the programs stay attached); returns the storm and numproc's held.
-fn storm_held_by_a_stopped_tallyd(env: &mut Env) -> Result<(Running, u64)> {
+/// Container CT with numproc 20:20 (then `before_storm`) and a fork storm holding it full, then
+/// tallyd stopped (the programs stay attached); returns the storm and numproc's held.
+fn storm_held_by_a_stopped_tallyd(env: &mut Env, before_storm: fn(&Env) -> Result<()>) -> Result<(Running, u64)> {
     env.start_tallyd()?;
     container_with_limit_on_running(env)?;
+    before_storm(env)?;
     let running = storm_through_tally_exec(env)?;
     let held = env.ubc_row(CT, Resource::NumProc)?.held;
     if held < LIMIT - 1 {
@@ -331,18 +335,22 @@ fn make_pins_another_builds(root: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds before the charge table kept every charge record in the `charges` hash map, keyed
-/// by (object, row). A tallyd replacing such a build must give back what it charged: its
-/// programs find the records there (`charges_in_hash`, counted at attach). The storm's tasks,
-/// charged by this build, are made such records: moved from the table into the hash map, and
-/// the table's maps unpinned, as that build had none.
+/// A record whose table bucket is full goes to the `charges` hash map, where builds before the
+/// table kept every record, keyed the same way. Here every free slot of the table is taken
+/// (by keys of no row) before a fork storm, so that the storm's records all go to the hash map;
+/// then the table's maps are unpinned and the stamp changed, as a tallyd replacing a build from
+/// before the table finds them. It must count those records at attach (`charges_in_hash`) and
+/// its programs give back what they say when the tasks go.
 fn records_of_a_build_before_the_table(env: &mut Env) -> Outcome {
-    let (running, held) = try_or_fail!(storm_held_by_a_stopped_tallyd(env), "a storm held while tallyd is down");
+    let (running, held) = try_or_fail!(
+        storm_held_by_a_stopped_tallyd(env, fill_charge_table),
+        "a storm held while tallyd is down"
+    );
     let pins = env.instance.pins();
-    let moved = try_or_fail!(table_records_to_hash(&pins), "moving the records to the hash map");
+    let in_hash = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
     check!(
-        moved >= held,
-        "every held task should have had a record in the table: {moved} records, {held} held"
+        in_hash >= held,
+        "with the table full, every held task's record should be in the hash map: {in_hash} there, {held} held"
     );
     for name in [CHARGE_TABLE, CHARGE_TABLE_ENTRIES, CHARGES_IN_HASH] {
         try_or_fail!(std::fs::remove_file(pins.map(name)), "unpinning {name}");
@@ -350,38 +358,32 @@ fn records_of_a_build_before_the_table(env: &mut Env) -> Outcome {
     try_or_fail!(make_pins_another_builds(&pins.root), "making the pins another build's");
     let ready = try_or_fail!(env.start_tallyd(), "starting tallyd again");
     check!(ready.contains("programs=fresh"), "the old build's programs must be replaced: {ready}");
-    let in_hash = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
-    check!(in_hash == moved, "charges_in_hash should count the old build's {moved} records: {in_hash}");
+    let counted = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
+    check!(counted == in_hash, "charges_in_hash should count the {in_hash} records at attach: {counted}");
     try_or_fail!(
         storm_given_back(env, running),
         "what the old build charged should be given back from the hash map"
     );
     let left = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
-    check!(left == 0, "every old record should be gone with its task: {left} left");
+    check!(left == 0, "every record should be gone with its task: {left} of {in_hash} left");
     Outcome::Pass
 }
 
-/// Moves every record of the pinned charge table into the `charges` hash map, as a build before
-/// the table would have kept it; returns how many. Only for kernel addresses (tasks here),
-/// whose top bits, which the table's key drops, are all ones.
-fn table_records_to_hash(pins: &tally::kernel::programs::PinLayout) -> Result<u64> {
-    use aya::maps::{Array, HashMap, Map, MapData};
-    let table: Array<MapData, ChargeBucket> = Array::try_from(Map::Array(MapData::from_pin(pins.map(CHARGE_TABLE))?))?;
-    let mut hash: HashMap<MapData, ChargeKey, u64> =
-        HashMap::try_from(Map::HashMap(MapData::from_pin(pins.map(CHARGES))?))?;
-    let mut moved = 0;
-    for bucket in table.iter() {
-        for slot in bucket?.slots.iter().filter(|s| s.key != 0) {
-            let key = ChargeKey {
-                object: (slot.key >> 6) | (0x3f << 58),
-                resource: (slot.key & 0x3f) as u32 - 1,
-                _pad: 0,
-            };
-            hash.insert(key, slot.cgroup_id, 0)?;
-            moved += 1;
+/// Takes every free slot of the instance's charge table with a key of no row (low bits 63), so
+/// that the next records go to the hash map. Nothing runs in a container meanwhile.
+fn fill_charge_table(env: &Env) -> Result<()> {
+    use aya::maps::{Array, Map, MapData};
+    let pins = env.instance.pins();
+    let mut table: Array<MapData, ChargeBucket> =
+        Array::try_from(Map::Array(MapData::from_pin(pins.map(CHARGE_TABLE))?))?;
+    for i in 0..CHARGE_BUCKETS {
+        let mut bucket = table.get(&i, 0)?;
+        for (n, slot) in bucket.slots.iter_mut().enumerate().filter(|(_, s)| s.key == 0) {
+            slot.key = ((u64::from(i) * CHARGE_SLOTS as u64 + n as u64) << 6) | 63;
         }
+        table.set(i, bucket, 0)?;
     }
-    Ok(moved)
+    Ok(())
 }
 
 fn charges_in_hash(pins: &tally::kernel::programs::PinLayout) -> Result<u64> {

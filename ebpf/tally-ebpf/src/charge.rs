@@ -127,7 +127,13 @@ pub fn charge_object(object: Object, res: usize, cgid: u64, strictness: Strictne
 /// whether there was such a record.
 #[inline(always)]
 pub fn uncharge_object(object: Object, res: usize) -> bool {
-    let Some(cgid) = record::take(object, res) else {
+    give_back(record::take(object, res), res)
+}
+
+/// Gives one `res` back to the container a record named, if there was a record.
+#[inline(always)]
+pub fn give_back(record: Option<u64>, res: usize) -> bool {
+    let Some(cgid) = record else {
         return false;
     };
     if !uncharge(cgid, res, 1) {

@@ -75,15 +75,6 @@ fn read<T: Copy>(base: u64, off: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off) as *const T) }.ok()
 }
 
-/// The address `pointer` holds, as a plain number. The verifier knows a hook's pointer
-/// arguments as typed pointers and allows no arithmetic on them but adding a constant (no
-/// hashing); what a helper reads back from the stack is a number.
-#[inline(always)]
-pub fn address(pointer: u64) -> Option<u64> {
-    let slot = pointer;
-    read(core::ptr::addr_of!(slot) as u64, 0)
-}
-
 /// The cgroup2 id of `cgrp` (what bpf_get_current_cgroup_id returns for its members), or None
 /// when `cgrp` belongs to a v1 hierarchy.
 #[inline(always)]
@@ -113,10 +104,15 @@ pub fn forked_into_cgroup(parent: u64, child: u64) -> Option<u64> {
     read(kn, offset(&KERNFS_NODE_ID_OFFSET))
 }
 
-/// `sock->sk` of a struct socket.
+/// `sock->sk` of the struct socket a hook received, loaded directly (the verifier checks the
+/// load against the kernel's BTF), so that it stays the typed pointer a charge record's key
+/// is made from (record.rs), like the `sk` that sk_free_security receives.
 #[inline(always)]
 pub fn socket_sk(sock: u64) -> Option<u64> {
-    read::<u64>(sock, offset(&SOCKET_SK_OFFSET)).filter(|sk| *sk != 0)
+    // SAFETY: `sock` is the hook's struct socket and the offset its `sk` field's, from BTF;
+    // the verifier refuses a load that is not that field.
+    let sk = unsafe { core::ptr::read_volatile((sock + offset(&SOCKET_SK_OFFSET)) as *const u64) };
+    (sk != 0).then_some(sk)
 }
 
 /// `file->f_inode->i_rdev`: the device number of a device file (0 for others).

@@ -4,8 +4,9 @@
 //!
 //! Records live in `charge_table`, an array of buckets: finding an object's bucket is an
 //! address computation (the verifier inlines array lookups), claiming a slot one
-//! compare-exchange, and every row of one object shares its bucket. A hash map insert and
-//! delete, which this replaces, cost some 200 ns native per object, most of a socket()+close().
+//! compare-exchange, and every row of one object shares its bucket (a hash map insert and
+//! delete per object, which this replaces, took most of what tally added to a socket()+close();
+//! see BENCHMARKS.md).
 //! A bucket's ninth record goes to the `charges` hash map, which the programs read only while
 //! it holds something (`charges_in_hash`), so the free of an object that was never charged
 //! (every file the host closes) costs one bucket scan.
@@ -13,28 +14,38 @@
 use tally_common::{charge_bucket, charge_slot_key, stat, ChargeBucket, ChargeKey, ChargeSlot, CHARGE_SLOTS};
 
 use crate::{
-    atomic, kernel,
+    atomic,
     maps::{bump_stat, CHARGES, CHARGES_IN_HASH, CHARGE_TABLE, CHARGE_TABLE_ENTRIES},
 };
 
 const BPF_NOEXIST: u64 = 1;
 
-/// A charged object's identity: a kernel object's address or a socket cookie, as a plain
-/// number (which the bucket hash needs; the verifier refuses it on a typed pointer).
+/// A charged kernel object (task_struct, file, sock), as the pointer a hook received.
+///
+/// The bucket hash needs the address as a number, and the verifier allows no arithmetic on a
+/// typed pointer but one: the difference of two pointers is a number (for privileged
+/// programs). So the table's identity of an object is its distance from the `charge_table`
+/// map, whose address stays put while the map lives (it is pinned, and kept across builds):
+/// one instruction, where reading the address back through a helper cost about 140 ns per
+/// hook under emulation. The `charges` hash map keys records by the address itself, as
+/// builds before the table did.
 #[derive(Clone, Copy)]
-pub struct Object(u64);
+pub struct Object {
+    /// `pointer - &charge_table`: the table's key.
+    id: u64,
+    /// The pointer, for the hash map's key (a pointer spilled to the stack is a valid key).
+    pointer: u64,
+}
 
 impl Object {
-    /// The kernel object a hook's pointer argument points to.
+    /// The kernel object a hook's typed pointer argument (or ctx) points to.
     #[inline(always)]
-    pub fn at(pointer: u64) -> Option<Object> {
-        kernel::address(pointer).map(Object)
-    }
-
-    /// An identity that is a number already: a socket cookie, an address read from memory.
-    #[inline(always)]
-    pub fn number(n: u64) -> Object {
-        Object(n)
+    pub fn at(pointer: u64) -> Object {
+        let base = core::ptr::addr_of!(CHARGE_TABLE) as u64;
+        Object {
+            id: pointer.wrapping_sub(base),
+            pointer,
+        }
     }
 }
 
@@ -85,9 +96,9 @@ fn count_table(delta_up: bool) {
 /// Records that `object` is charged to `cgid` for `res`. False when it cannot be recorded
 /// (already recorded, or the bucket and the hash map are full): the caller undoes the charge.
 #[inline(always)]
-pub fn insert(Object(object): Object, res: usize, cgid: u64) -> bool {
-    let key = charge_slot_key(object, res);
-    if let Some(b) = bucket(object) {
+pub fn insert(Object { id, pointer }: Object, res: usize, cgid: u64) -> bool {
+    let key = charge_slot_key(id, res);
+    if let Some(b) = bucket(id) {
         let mut free = CHARGE_SLOTS;
         for i in 0..CHARGE_SLOTS {
             let k = atomic::load(key_of(slot(b, i)));
@@ -113,7 +124,7 @@ pub fn insert(Object(object): Object, res: usize, cgid: u64) -> bool {
             }
         }
     }
-    if CHARGES.insert(hash_key(object, res), cgid, BPF_NOEXIST).is_err() {
+    if CHARGES.insert(hash_key(pointer, res), cgid, BPF_NOEXIST).is_err() {
         bump_stat(stat::CHARGE_MAP_FULL);
         return false;
     }
@@ -138,23 +149,23 @@ fn cgroup_of(slot: *mut ChargeSlot) -> u64 {
 
 /// The container `object` is charged to for `res`, if any.
 #[inline(always)]
-pub fn get(Object(object): Object, res: usize) -> Option<u64> {
-    if let Some(s) = find(object, charge_slot_key(object, res)) {
+pub fn get(Object { id, pointer }: Object, res: usize) -> Option<u64> {
+    if let Some(s) = find(id, charge_slot_key(id, res)) {
         return Some(cgroup_of(s));
     }
     if !hash_in_use() {
         return None;
     }
     // SAFETY: the value is a plain u64 copied out at once.
-    unsafe { CHARGES.get(hash_key(object, res)) }.copied()
+    unsafe { CHARGES.get(hash_key(pointer, res)) }.copied()
 }
 
 /// Removes the record of `object` for `res` and returns the container it named. Of two CPUs
 /// taking the same record, one gets it.
 #[inline(always)]
-pub fn take(Object(object): Object, res: usize) -> Option<u64> {
-    let key = charge_slot_key(object, res);
-    if let Some(s) = find(object, key) {
+pub fn take(Object { id, pointer }: Object, res: usize) -> Option<u64> {
+    let key = charge_slot_key(id, res);
+    if let Some(s) = find(id, key) {
         // Read before the slot is let go: then another record may claim it.
         let cgid = cgroup_of(s);
         if !atomic::compare_exchange(key_of(s), key, 0) {
@@ -166,6 +177,13 @@ pub fn take(Object(object): Object, res: usize) -> Option<u64> {
     if !hash_in_use() {
         return None;
     }
+    take_from_hash(pointer, res)
+}
+
+/// Removes the `charges` hash map's record of `object` (an address, or the cookie by which
+/// builds before the table knew a socket in the fallback tier) for `res`.
+#[inline(always)]
+pub fn take_from_hash(object: u64, res: usize) -> Option<u64> {
     let k = hash_key(object, res);
     // SAFETY: the value is a plain u64 copied out at once.
     let cgid = unsafe { CHARGES.get(k) }.copied()?;

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use tally_common::res::{NUMOTHERSOCK, NUMTCPSOCK};
 
 use crate::{
-    charge::{charge_object, uncharge_object, Charge, Strictness},
+    charge::{charge_object, give_back, uncharge_object, Charge, Strictness},
     record::{self, Object},
 };
 
@@ -38,9 +38,7 @@ fn row(ctx: &SockContext) -> usize {
 /// cache (a cookie, new for every socket, would take a cold bucket each time).
 #[cgroup_sock(sock_create)]
 pub fn sock_create(ctx: SockContext) -> i32 {
-    let Some(sk) = Object::at(ctx.sock as u64) else {
-        return ALLOW;
-    };
+    let sk = Object::at(ctx.sock as u64);
     // SAFETY: a BPF helper valid in cgroup/sock programs.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
     match charge_object(sk, row(&ctx), cgid, Strictness::Hard) {
@@ -54,14 +52,11 @@ pub fn sock_create(ctx: SockContext) -> i32 {
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
     let res = row(&ctx);
-    if Object::at(ctx.sock as u64).is_some_and(|sk| uncharge_object(sk, res)) {
-        return ALLOW;
-    }
-    // Builds before the charge table keyed sockets by cookie, in the hash map.
-    if record::hash_in_use() {
+    if !uncharge_object(Object::at(ctx.sock as u64), res) && record::hash_in_use() {
+        // Builds before the charge table keyed sockets by cookie, in the hash map.
         // SAFETY: a BPF helper valid in cgroup/sock programs.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.sock as *mut _) };
-        uncharge_object(Object::number(cookie), res);
+        give_back(record::take_from_hash(cookie, res), res);
     }
     ALLOW
 }

@@ -31,9 +31,7 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         return Err(previous);
     }
     let file: u64 = ctx.arg(0);
-    let Some(object) = Object::at(file) else {
-        return Ok(0);
-    };
+    let object = Object::at(file);
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
     match charge_object(object, NUMFILE, cgid, Strictness::Hard) {
@@ -59,9 +57,7 @@ pub fn file_lock(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let Some(file) = Object::at(ctx.arg(0)) else {
-        return 0;
-    };
+    let file = Object::at(ctx.arg(0));
     let lock_type: u32 = ctx.arg(1);
     if lock_type == F_UNLCK {
         uncharge_object(file, NUMFLOCK);
@@ -76,9 +72,7 @@ pub fn file_lock(ctx: LsmContext) -> i32 {
 /// security_file_free(file): the last reference is gone, in whatever context dropped it.
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
-    let Some(file) = Object::at(ctx.arg(0)) else {
-        return 0;
-    };
+    let file = Object::at(ctx.arg(0));
     uncharge_object(file, NUMFILE);
     uncharge_object(file, NUMPTY);
     uncharge_object(file, NUMFLOCK);

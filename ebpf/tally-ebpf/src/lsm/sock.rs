@@ -40,7 +40,7 @@ pub fn socket_post_create(ctx: LsmContext) -> i32 {
     let Some(sk) = socket_sk(ctx.arg(0)) else {
         return 0;
     };
-    charge_caller(Object::number(sk), row(ctx.arg(1), ctx.arg(2), ctx.arg(3)), ENOBUFS)
+    charge_caller(Object::at(sk), row(ctx.arg(1), ctx.arg(2), ctx.arg(3)), ENOBUFS)
 }
 
 /// security_socket_accept(sock, newsock): the gate for accepted TCP sockets. The new sock
@@ -71,9 +71,7 @@ pub fn socket_accept(ctx: LsmContext) -> i32 {
 /// process. Force: the gate above already refused what was over the limit.
 #[lsm(hook = "sock_graft")]
 pub fn sock_graft(ctx: LsmContext) -> i32 {
-    let Some(sk) = Object::at(ctx.arg(0)) else {
-        return 0;
-    };
+    let sk = Object::at(ctx.arg(0));
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
     charge_object(sk, NUMTCPSOCK, cgid, Strictness::Force);
@@ -83,9 +81,7 @@ pub fn sock_graft(ctx: LsmContext) -> i32 {
 /// security_sk_free(sk): the sock is gone.
 #[lsm(hook = "sk_free_security")]
 pub fn sk_free_security(ctx: LsmContext) -> i32 {
-    let Some(sk) = Object::at(ctx.arg(0)) else {
-        return 0;
-    };
+    let sk = Object::at(ctx.arg(0));
     uncharge_object(sk, NUMTCPSOCK);
     uncharge_object(sk, NUMOTHERSOCK);
     0

@@ -28,9 +28,7 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
     if previous != 0 {
         return Err(previous);
     }
-    let Some(task) = Object::at(ctx.arg(0)) else {
-        return Ok(0);
-    };
+    let task = Object::at(ctx.arg(0));
     match charge_caller(task, NUMPROC, EAGAIN) {
         0 => Ok(0),
         refused => Err(refused),
@@ -42,9 +40,7 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
 /// was refused; then nothing was recorded and nothing is uncharged.
 #[lsm(hook = "task_free")]
 pub fn task_free(ctx: LsmContext) -> i32 {
-    if let Some(task) = Object::at(ctx.arg(0)) {
-        uncharge_object(task, NUMPROC);
-    }
+    uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
     0
 }
 
@@ -53,8 +49,6 @@ pub fn task_free(ctx: LsmContext) -> i32 {
 /// would refuse forks for tasks long gone.
 #[fentry(function = "release_task")]
 pub fn release_task(ctx: FEntryContext) -> u32 {
-    if let Some(task) = Object::at(ctx.arg(0)) {
-        uncharge_object(task, NUMPROC);
-    }
+    uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
     0
 }

@@ -19,9 +19,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         unsafe { bpf_get_current_cgroup_id() }
     });
     // A fresh task: no earlier charge to move (no task_alloc program in this tier).
-    if let Some(task) = Object::at(child) {
-        charge_object(task, NUMPROC, dst, Strictness::Force);
-    }
+    charge_object(Object::at(child), NUMPROC, dst, Strictness::Force);
     0
 }
 
@@ -41,9 +39,7 @@ pub fn fork_into_cgroup(ctx: BtfTracePointContext) -> i32 {
 /// container it was charged to before, if another; nothing for a cgroup that is no container.
 #[inline(always)]
 fn move_numproc(task: u64, dst: u64) {
-    let Some(task) = Object::at(task) else {
-        return;
-    };
+    let task = Object::at(task);
     let previous = charged_to(task, NUMPROC);
     if previous == Some(dst) {
         return;
@@ -63,9 +59,7 @@ fn move_numproc(task: u64, dst: u64) {
 /// still counts zombies.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
-    if let Some(task) = Object::at(ctx.arg(0)) {
-        uncharge_object(task, NUMPROC);
-    }
+    uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
     0
 }
 
@@ -87,8 +81,6 @@ pub fn cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
 /// tasks that never passed sched_process_exit.
 #[btf_tracepoint(function = "sched_process_free")]
 pub fn sched_process_free(ctx: BtfTracePointContext) -> i32 {
-    if let Some(task) = Object::at(ctx.arg(0)) {
-        uncharge_object(task, NUMPROC);
-    }
+    uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
     0
 }

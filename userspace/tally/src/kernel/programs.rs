@@ -519,6 +519,8 @@ pub fn is_bpffs(path: &Path) -> bool {
 /// What the kernel measured of one attached program (with BPF stats enabled).
 #[derive(Clone, Debug)]
 pub struct ProgramStats {
+    /// The program's kernel id.
+    pub id: u32,
     pub name: String,
     pub run_time_ns: u64,
     pub run_count: u64,
@@ -549,6 +551,7 @@ pub fn program_stats(pins: &PinLayout) -> Result<Vec<ProgramStats>, KernelError>
         .filter_map(|p| {
             let name = wanted.iter().find(|(id, _)| *id == p.id())?.1.clone();
             Some(ProgramStats {
+                id: p.id(),
                 name,
                 run_time_ns: p.run_time().as_nanos() as u64,
                 run_count: p.run_count(),
