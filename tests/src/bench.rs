@@ -130,6 +130,8 @@ fn measure(
                 bail!("{left} links of tally's programs still there in a round without them");
             }
         }
+        // Two rounds in a row with the programs keep them attached: only a switch of state
+        // attaches or detaches.
         if round == 0 || attached != matches!((round - 1) % 4, 0 | 3) {
             // A switch's aftermath takes a while: the kernel frees detached trampolines after an
             // RCU tasks grace period, and under emulation the patched kernel text is translated
@@ -156,8 +158,8 @@ fn measure(
                 without.push(ns)
             }
         }
-        if attached {
-            // Returns once the kernel has released the links.
+        if attached && !matches!((round + 1) % 4, 0 | 3) {
+            // The next round is one without: returns once the kernel has released the links.
             programs::unpin_all(&pins)?;
         }
     }
