@@ -167,18 +167,6 @@ pub struct MapFill {
 /// limits, charge_table, charges, traffic). The hash maps' entries are counted by walking the
 /// keys (one syscall per entry); charge_table's by the programs.
 pub fn map_fill(pins: &PinLayout) -> Result<Vec<MapFill>, KernelError> {
-    fn fill<K: aya::Pod, V: aya::Pod>(pins: &PinLayout, name: &'static str) -> Result<MapFill, KernelError> {
-        let typed = |source: MapError| KernelError::Map { name, source };
-        let data = open(pins, name)?;
-        let capacity = data.info().map_err(typed)?.max_entries();
-        let map: HashMap<MapData, K, V> = HashMap::try_from(Map::HashMap(data)).map_err(typed)?;
-        let entries = map.keys().filter(Result::is_ok).count() as u64;
-        Ok(MapFill {
-            name,
-            entries,
-            capacity,
-        })
-    }
     Ok(vec![
         fill::<u64, Counters>(pins, map_name::COUNTERS)?,
         fill::<u64, Limits>(pins, map_name::LIMITS)?,
@@ -203,11 +191,22 @@ fn charge_table_fill(pins: &PinLayout) -> Result<MapFill, KernelError> {
     })
 }
 
+/// How full one of the instance's hash maps is, its entries counted by walking the keys.
+fn fill<K: aya::Pod, V: aya::Pod>(pins: &PinLayout, name: &'static str) -> Result<MapFill, KernelError> {
+    let typed = |source: MapError| KernelError::Map { name, source };
+    let data = open(pins, name)?;
+    let capacity = data.info().map_err(typed)?.max_entries();
+    let map: HashMap<MapData, K, V> = HashMap::try_from(Map::HashMap(data)).map_err(typed)?;
+    let entries = map.keys().filter(Result::is_ok).count() as u64;
+    Ok(MapFill {
+        name,
+        entries,
+        capacity,
+    })
+}
+
 /// How many records the `charges` hash map holds, for `charges_in_hash` when a build that
 /// predates the table left some there (one syscall per entry; once, at attach).
 pub(super) fn charges_in_hash(pins: &PinLayout) -> Result<u64, KernelError> {
-    let name = map_name::CHARGES;
-    let typed = |source: MapError| KernelError::Map { name, source };
-    let map: HashMap<MapData, ChargeKey, u64> = HashMap::try_from(Map::HashMap(open(pins, name)?)).map_err(typed)?;
-    Ok(map.keys().filter(Result::is_ok).count() as u64)
+    Ok(fill::<ChargeKey, u64>(pins, map_name::CHARGES)?.entries)
 }
