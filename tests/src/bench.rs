@@ -1,8 +1,10 @@
 //! `tally-itest bench hooks|fork [ROUNDS] [OPS_PER_ROUND]`: the cost of tally's programs on the
 //! operations they hook, inside a limited container: each loop with the programs attached
-//! against none attached, rounds interleaved (A B B A ...) in one run so that the machine's
-//! drift hits both alike, one discarded warm-up round after every switch. Prints a `bench:` line
-//! per loop (ratio of medians) and each program's ns per call from the kernel's BPF stats.
+//! against none attached, and against the same programs loaded as the floor (each returns at
+//! once: what attaching costs apart from their work), rounds interleaved (A B C C B A ...) in
+//! one run so that the machine's drift hits all alike, one discarded warm-up round per loop and
+//! round. Prints a `bench:` line per loop (ratio of medians), the floor's ratio, and each
+//! program's ns per call from the kernel's BPF stats.
 
 use anyhow::{bail, Context, Result};
 use tally::{
@@ -65,15 +67,23 @@ fn bench(loops: &[(&str, f64)], args: &[String]) -> Result<()> {
     let cleanup = env.teardown();
     let (figures, stats) = result?;
     cleanup?;
-    for ((name, target), (with, without)) in loops.iter().zip(&figures) {
-        let ratio = median(with) / median(without);
+    for ((name, target), f) in loops.iter().zip(&figures) {
+        let ratio = median(&f.with) / median(&f.without);
         let status = if ratio <= *target { "met" } else { "missed" };
         println!(
-            "{name}, {tier} tier, median of {rounds} rounds x {per_round}: {:.0} ns with tally's programs, {:.0} ns without",
-            median(with),
-            median(without)
+            "{name}, {tier} tier, median of {rounds} rounds x {per_round}: {:.0} ns with tally's programs, {:.0} ns \
+             with them returning at once, {:.0} ns without",
+            median(&f.with),
+            median(&f.floor),
+            median(&f.without)
         );
         println!("bench: {name}_{tier}_ratio = {ratio:.3} x (target <= {target}: {status})");
+        let floor = median(&f.floor) / median(&f.without);
+        println!(
+            "{name}, {tier} tier: floor (the programs attached, returning at once) {floor:.3} x; their work {:.3} x over it{}",
+            median(&f.with) / median(&f.floor),
+            if floor > *target { "; the target is below the floor" } else { "" }
+        );
     }
     for s in stats.iter().filter(|s| s.run_count > 0) {
         println!(
@@ -86,17 +96,36 @@ fn bench(loops: &[(&str, f64)], args: &[String]) -> Result<()> {
     Ok(())
 }
 
-type Figures = Vec<(Vec<f64>, Vec<f64>)>;
+/// Per-op nanoseconds of one loop, a figure per round in each state.
+#[derive(Default)]
+struct Figures {
+    with: Vec<f64>,
+    floor: Vec<f64>,
+    without: Vec<f64>,
+}
 
-/// Per-op nanoseconds for each loop and round, with and without programs, and the programs'
-/// own run-time statistics over the rounds with them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// tally's programs attached.
+    With,
+    /// The same programs attached, loaded as the floor: each returns at once.
+    Floor,
+    Without,
+}
+
+/// The states' order over six rounds: a palindrome, so each state comes as often early as late
+/// and a drift over the run hits all three alike.
+const ORDER: [State; 6] = [State::With, State::Floor, State::Without, State::Without, State::Floor, State::With];
+
+/// Per-op nanoseconds for each loop and round, in each state, and the programs' own run-time
+/// statistics (in a pass of their own).
 fn measure(
     env: &Env,
     tier: Tier,
     loops: &[(&str, f64)],
     rounds: usize,
     per_round: u64,
-) -> Result<(Figures, Vec<programs::ProgramStats>)> {
+) -> Result<(Vec<Figures>, Vec<programs::ProgramStats>)> {
     let ct = CtId::parse("bench")?;
     let mut config = CtConfig::default();
     for (r, v) in [
@@ -107,32 +136,52 @@ fn measure(
     ] {
         config.set_limit(r, v, v);
     }
-    let mut figures: Figures = loops.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    let mut figures: Vec<Figures> = loops.iter().map(|_| Figures::default()).collect();
     let layout = tally::cgroup::Layout::detect()?;
     let reads = programs::ReadHook::for_instance(&env.instance.root);
     let mut ours: Vec<u32> = Vec::new();
-    for round in 0..rounds * 2 {
-        // A B B A A B B A ...: each state is first as often as second.
-        let attached = matches!(round % 4, 0 | 3);
+    let mut previous = None;
+    for round in 0..rounds * 3 {
+        let state = ORDER[round % ORDER.len()];
         let pins = env.instance.pins();
-        if attached {
-            programs::ensure_bpffs()?;
-            programs::ensure_attached(&pins, tier, reads, &env.instance.cgroup_parent(&layout)?)?;
-            Host::open(env.instance.clone(), tier)?.apply(&ct, &config)?;
-            ours = programs::program_stats(&pins)?.iter().map(|s| s.id).collect();
-        } else {
-            // The figures compare two states: none of the programs may still be attached here.
-            let left = aya::programs::loaded_links()
-                .flatten()
-                .filter(|l| ours.contains(&l.program_id()))
-                .count();
-            if left > 0 {
-                bail!("{left} links of tally's programs still there in a round without them");
-            }
+        // Two rounds in a row in one state keep it: only a switch attaches or detaches.
+        let switch = previous != Some(state);
+        if switch && previous.is_some_and(|p| p != State::Without) {
+            // Returns once the kernel has released the links.
+            programs::unpin_all(&pins)?;
         }
-        // Two rounds in a row with the programs keep them attached: only a switch of state
-        // attaches or detaches.
-        if round == 0 || attached != matches!((round - 1) % 4, 0 | 3) {
+        let links = |ids: &[u32]| {
+            aya::programs::loaded_links()
+                .flatten()
+                .filter(|l| ids.contains(&l.program_id()))
+                .count()
+        };
+        match state {
+            State::Without => {
+                // None of the programs may still be attached here.
+                let left = links(&ours);
+                if left > 0 {
+                    bail!("{left} links of tally's programs still there in a round without them");
+                }
+            }
+            _ if switch => {
+                programs::ensure_bpffs()?;
+                let parent = env.instance.cgroup_parent(&layout)?;
+                if state == State::With {
+                    programs::ensure_attached(&pins, tier, reads, &parent)?;
+                } else {
+                    programs::attach_bench_floor(&pins, tier, reads, &parent)?;
+                }
+                Host::open(env.instance.clone(), tier)?.apply(&ct, &config)?;
+                ours = programs::program_stats(&pins)?.iter().map(|s| s.id).collect();
+                if links(&ours) == 0 {
+                    bail!("no link of tally's programs in a round with them ({state:?})");
+                }
+            }
+            _ => {}
+        }
+        previous = Some(state);
+        if switch {
             // A switch's aftermath takes a while: the kernel frees detached trampolines after an
             // RCU tasks grace period, and under emulation the patched kernel text is translated
             // anew. Measured in the 6.12 VM: open/close right after a detach read 9.3 µs without
@@ -140,28 +189,34 @@ fn measure(
             // the programs cost.
             std::thread::sleep(std::time::Duration::from_millis(if crate::harness::emulated() { 5000 } else { 500 }));
         }
-        for ((kind, _), (with, without)) in loops.iter().zip(figures.iter_mut()) {
+        for ((kind, _), f) in loops.iter().zip(figures.iter_mut()) {
             // Attaching parses the kernel's BTF and creates maps: a discarded warm-up round
             // keeps that disturbance out of the figures.
             op_loop_retried(env, kind, per_round / 4)?;
             let ns = op_loop_retried(env, kind, per_round)? as f64 / per_round as f64;
-            if attached {
-                // ... and in a round with them, they must have charged what the loop makes.
-                if let Some(row) = charged_row(kind, tier) {
-                    let peak = env.pinned_row("bench", row)?.maxheld;
-                    if peak == 0 {
-                        bail!("{kind}: {} was never charged in a round with tally's programs", row.name());
+            // In a round with the programs they must have charged what the loop makes; as
+            // the floor, nothing.
+            if let (Some(row), true) = (charged_row(kind, tier), state != State::Without) {
+                let peak = env.pinned_row("bench", row)?.maxheld;
+                match state {
+                    State::With if peak == 0 => {
+                        bail!("{kind}: {} was never charged in a round with tally's programs", row.name())
                     }
+                    State::Floor if peak != 0 => {
+                        bail!("{kind}: {} was charged ({peak}) by programs loaded as the floor", row.name())
+                    }
+                    _ => {}
                 }
-                with.push(ns)
-            } else {
-                without.push(ns)
+            }
+            match state {
+                State::With => f.with.push(ns),
+                State::Floor => f.floor.push(ns),
+                State::Without => f.without.push(ns),
             }
         }
-        if attached && !matches!((round + 1) % 4, 0 | 3) {
-            // The next round is one without: returns once the kernel has released the links.
-            programs::unpin_all(&pins)?;
-        }
+    }
+    if previous.is_some_and(|p| p != State::Without) {
+        programs::unpin_all(&env.instance.pins())?;
     }
     // The programs' own cost, in a pass of its own: the kernel's run-time stats cost time on
     // every call, so they stay off while the rounds above are timed.

@@ -16,10 +16,16 @@ use crate::{
 };
 
 pub fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "held_equals_the_ground_truth_from_proc_after_10000_random_operations",
-        run: exact,
-    }]
+    vec![
+        Test {
+            name: "held_equals_the_ground_truth_from_proc_after_10000_random_operations",
+            run: exact,
+        },
+        Test {
+            name: "held_equals_the_ground_truth_when_every_charge_record_overflows_to_the_hash_map",
+            run: exact_with_a_full_charge_table,
+        },
+    ]
 }
 
 const CT: &str = "401";
@@ -31,7 +37,38 @@ struct Paused {
 }
 
 fn exact(env: &mut Env) -> Outcome {
+    exact_after(env, |_| Ok(()), |_| Ok(()))
+}
+
+/// The same with every free slot of the charge table taken before the workload (by keys of
+/// no row): every record the programs make goes to the `charges` hash map, so each free path
+/// (tasks, files with their three rows, sockets, locks) is checked through it; afterwards it
+/// must hold nothing.
+fn exact_with_a_full_charge_table(env: &mut Env) -> Outcome {
+    match exact_after(env, crate::numproc::fill_charge_table, records_in_the_hash_map) {
+        Outcome::Pass => {}
+        other => return other,
+    }
+    let pins = env.instance.pins();
+    let left = try_or_fail!(crate::numproc::charges_in_hash(&pins), "reading charges_in_hash");
+    check!(left == 0, "every record should be gone with the workload: {left} left in the hash map");
+    Outcome::Pass
+}
+
+/// While the workload holds its objects, their records must be in the hash map.
+fn records_in_the_hash_map(env: &Env) -> Result<()> {
+    let n = crate::numproc::charges_in_hash(&env.instance.pins())?;
+    if n == 0 {
+        bail!("the workload's records should be in the hash map, which holds none");
+    }
+    Ok(())
+}
+
+/// The exactness check, with `prepare` run once tallyd is up and before the container's
+/// limits are set, and `holding` while the workload holds what it made.
+fn exact_after(env: &mut Env, prepare: fn(&Env) -> Result<()>, holding: fn(&Env) -> Result<()>) -> Outcome {
     let ready = try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(prepare(env), "preparing the maps");
     let full = ready.contains("tier=full");
     let limits = [
         "--numproc",
@@ -59,6 +96,7 @@ fn exact(env: &mut Env) -> Outcome {
         ground_truth(env, paused.pid, full),
         "reading the ground truth from /proc"
     );
+    try_or_fail!(holding(env), "while the workload holds its objects");
     let mut mismatches = Vec::new();
     for (row, expected) in &truth {
         // Frees that the kernel defers (sockets after an RCU grace period) settle in ms.

@@ -371,7 +371,7 @@ fn records_of_a_build_before_the_table(env: &mut Env) -> Outcome {
 
 /// Takes every free slot of the instance's charge table with a key of no row (low bits 63), so
 /// that the next records go to the hash map. Nothing runs in a container meanwhile.
-fn fill_charge_table(env: &Env) -> Result<()> {
+pub(crate) fn fill_charge_table(env: &Env) -> Result<()> {
     use aya::maps::{Array, Map, MapData};
     let pins = env.instance.pins();
     let mut table: Array<MapData, ChargeBucket> =
@@ -386,7 +386,7 @@ fn fill_charge_table(env: &Env) -> Result<()> {
     Ok(())
 }
 
-fn charges_in_hash(pins: &tally::kernel::programs::PinLayout) -> Result<u64> {
+pub(crate) fn charges_in_hash(pins: &tally::kernel::programs::PinLayout) -> Result<u64> {
     use aya::maps::{Array, Map, MapData};
     let count: Array<MapData, u64> = Array::try_from(Map::Array(MapData::from_pin(pins.map(CHARGES_IN_HASH))?))?;
     Ok(count.get(&0, 0)?)

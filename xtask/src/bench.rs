@@ -16,7 +16,7 @@ pub struct Args {
     /// Which benchmark: hooks (fork, open, socket, flock and read loops), fork (fork only),
     /// start (tally against runc and crun, host only) or density (N containers, host only).
     name: String,
-    /// Rounds per state (with and without programs).
+    /// Rounds per state (with the programs, with them as the floor, without).
     #[arg(long, default_value_t = 20)]
     rounds: u32,
     /// Operations per loop and round.

@@ -130,6 +130,14 @@ pub fn uncharge_object(object: Object, res: usize) -> bool {
     give_back(record::take(object, res), res)
 }
 
+/// [`uncharge_object`] for several rows of one object (one scan of its records).
+#[inline(always)]
+pub fn uncharge_rows<const N: usize>(object: Object, rows: [usize; N]) {
+    record::take_each(object, rows, |res, cgid| {
+        give_back(Some(cgid), res);
+    });
+}
+
 /// Gives one `res` back to the container a record named, if there was a record.
 #[inline(always)]
 pub fn give_back(record: Option<u64>, res: usize) -> bool {

@@ -180,6 +180,42 @@ pub fn take(Object { id, pointer }: Object, res: usize) -> Option<u64> {
     take_from_hash(pointer, res)
 }
 
+/// [`take`] for several rows of one object, with one scan of its bucket: for the free hooks,
+/// which run for every object the host frees, charged or not. Calls `given(row, cgroup)` for
+/// each record taken. A record is in the table or in the hash map, never both: while
+/// the hash map holds records, each row is looked for there too.
+#[inline(always)]
+pub fn take_each<const N: usize>(Object { id, pointer }: Object, rows: [usize; N], mut given: impl FnMut(usize, u64)) {
+    if let Some(b) = bucket(id) {
+        for i in 0..CHARGE_SLOTS {
+            let s = slot(b, i);
+            let k = atomic::load(key_of(s));
+            // The object's key with the row bits cleared (charge_slot_key).
+            if k & !63 != charge_slot_key(id, 0) & !63 {
+                continue;
+            }
+            for row in rows {
+                // The row as a constant: an index computed from the key would reach the
+                // verifier as an offset it cannot bound.
+                if k == charge_slot_key(id, row) {
+                    let cgid = cgroup_of(s);
+                    if atomic::compare_exchange(key_of(s), k, 0) {
+                        count_table(false);
+                        given(row, cgid);
+                    }
+                }
+            }
+        }
+    }
+    if hash_in_use() {
+        for row in rows {
+            if let Some(cgid) = take_from_hash(pointer, row) {
+                given(row, cgid);
+            }
+        }
+    }
+}
+
 /// Removes the `charges` hash map's record of `object` (an address, or the cookie by which
 /// builds before the table knew a socket in the fallback tier) for `res`.
 #[inline(always)]

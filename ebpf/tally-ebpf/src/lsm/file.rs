@@ -5,7 +5,7 @@
 use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmContext};
 use tally_common::res::{NUMFILE, NUMFLOCK, NUMPTY};
 
-use crate::charge::{charge_caller, charge_object, is_charged, uncharge_object, Charge, Strictness};
+use crate::charge::{charge_caller, charge_object, is_charged, uncharge_object, uncharge_rows, Charge, Strictness};
 use crate::kernel::file_rdev;
 use crate::record::Object;
 
@@ -20,6 +20,9 @@ const F_UNLCK: u32 = 2;
 /// not opened this way and are not numfile.
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
+    if crate::floor::on() {
+        return 0;
+    }
     match try_file_open(&ctx) {
         Ok(ret) | Err(ret) => ret,
     }
@@ -53,6 +56,9 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
 /// lock is one numflock; F_UNLCK gives it back (so does the file's release).
 #[lsm(hook = "file_lock")]
 pub fn file_lock(ctx: LsmContext) -> i32 {
+    if crate::floor::on() {
+        return 0;
+    }
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -72,9 +78,9 @@ pub fn file_lock(ctx: LsmContext) -> i32 {
 /// security_file_free(file): the last reference is gone, in whatever context dropped it.
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
-    let file = Object::at(ctx.arg(0));
-    uncharge_object(file, NUMFILE);
-    uncharge_object(file, NUMPTY);
-    uncharge_object(file, NUMFLOCK);
+    if crate::floor::on() {
+        return 0;
+    }
+    uncharge_rows(Object::at(ctx.arg(0)), [NUMFILE, NUMPTY, NUMFLOCK]);
     0
 }

@@ -37,6 +37,9 @@ pub struct ReadInFlight {
 /// (not at execve's or a module load's reads, which are not followed by a read syscall's exit).
 #[lsm(hook = "file_permission")]
 pub fn file_permission(ctx: LsmContext) -> i32 {
+    if crate::floor::on() {
+        return 0;
+    }
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -118,6 +121,9 @@ macro_rules! read_syscall_exits {
     ($($program:ident => $function:tt),* $(,)?) => {$(
         #[fexit(function = $function)]
         pub fn $program(ctx: FExitContext) -> u32 {
+            if crate::floor::on() {
+                return 0;
+            }
             finish(ctx.arg(1));
             0
         }

@@ -5,7 +5,7 @@
 use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmContext};
 use tally_common::res::{NUMOTHERSOCK, NUMTCPSOCK};
 
-use crate::charge::{charge, charge_caller, charge_object, uncharge, uncharge_object, Charge, Strictness};
+use crate::charge::{charge, charge_caller, charge_object, uncharge, uncharge_rows, Charge, Strictness};
 use crate::kernel::socket_sk;
 use crate::record::Object;
 
@@ -29,6 +29,9 @@ fn row(family: i32, sock_type: i32, protocol: i32) -> usize {
 /// security_socket_post_create(sock, family, type, protocol, kern): sock->sk exists now.
 #[lsm(hook = "socket_post_create")]
 pub fn socket_post_create(ctx: LsmContext) -> i32 {
+    if crate::floor::on() {
+        return 0;
+    }
     let previous: i32 = ctx.arg(5);
     if previous != 0 {
         return previous;
@@ -51,6 +54,9 @@ pub fn socket_post_create(ctx: LsmContext) -> i32 {
 /// barrier and limit that socket() may not.
 #[lsm(hook = "socket_accept")]
 pub fn socket_accept(ctx: LsmContext) -> i32 {
+    if crate::floor::on() {
+        return 0;
+    }
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -71,6 +77,9 @@ pub fn socket_accept(ctx: LsmContext) -> i32 {
 /// process. Force: the gate above already refused what was over the limit.
 #[lsm(hook = "sock_graft")]
 pub fn sock_graft(ctx: LsmContext) -> i32 {
+    if crate::floor::on() {
+        return 0;
+    }
     let sk = Object::at(ctx.arg(0));
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
@@ -81,8 +90,9 @@ pub fn sock_graft(ctx: LsmContext) -> i32 {
 /// security_sk_free(sk): the sock is gone.
 #[lsm(hook = "sk_free_security")]
 pub fn sk_free_security(ctx: LsmContext) -> i32 {
-    let sk = Object::at(ctx.arg(0));
-    uncharge_object(sk, NUMTCPSOCK);
-    uncharge_object(sk, NUMOTHERSOCK);
+    if crate::floor::on() {
+        return 0;
+    }
+    uncharge_rows(Object::at(ctx.arg(0)), [NUMTCPSOCK, NUMOTHERSOCK]);
     0
 }

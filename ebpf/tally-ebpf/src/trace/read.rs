@@ -64,6 +64,9 @@ pub fn current_container() -> Option<u64> {
 /// files. Runs at the end of every syscall on the host: the syscall number comes first.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    if crate::floor::on() {
+        return 0;
+    }
     let regs: *const u8 = ctx.arg(0);
     let Some(fd_arg) = read_syscall_fd_arg(syscall_nr_btf(regs)) else {
         return 0;
@@ -81,6 +84,9 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 /// index..=last_index of `mapping`'s file.
 #[btf_tracepoint(function = "mm_filemap_get_pages")]
 pub fn filemap_get_pages(ctx: BtfTracePointContext) -> i32 {
+    if crate::floor::on() {
+        return 0;
+    }
     const PAGE_SIZE: u64 = 4096;
     let Some(cgroup_id) = current_container() else {
         return 0;

@@ -51,11 +51,17 @@ pub fn describe_program_error(e: &aya::programs::ProgramError) -> String {
         Some(errno) => format!("{} ({})", errno_name(errno), nix::errno::Errno::from_raw(errno).desc()),
         None => e.to_string(),
     };
-    // The verifier's last words say why a program was rejected.
+    // The verifier's last words say why a program was rejected (before its statistics).
+    let statistics = ["verification time", "stack depth", "processed "];
     match e {
         ProgramError::LoadError { verifier_log, .. } => {
             let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).rev().take(3).collect();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !statistics.iter().any(|s| l.starts_with(s)))
+                .rev()
+                .take(3)
+                .collect();
             if tail.is_empty() {
                 summary
             } else {

@@ -265,6 +265,31 @@ pub fn ensure_attached(
     {
         return Ok(Attach::Adopted);
     }
+    attach(pins, &specs, cgroup_parent, stamp, false)?;
+    Ok(Attach::Fresh)
+}
+
+/// For the hooks benchmark only: attaches the tier's programs, in place of whatever is pinned,
+/// loaded so that each returns at once (ebpf `floor.rs`), to measure what attaching costs apart
+/// from the programs' work. Their stamp is not the build's: a tallyd finding them attaches its
+/// own programs instead of adopting these.
+pub fn attach_bench_floor(pins: &PinLayout, tier: Tier, reads: ReadHook, cgroup_parent: &Path) -> Result<(), KernelError> {
+    // bpffs refuses names with a dot.
+    let mut name = object_stamp(pins).into_os_string();
+    name.push("-bench-floor");
+    let stamp = PathBuf::from(name);
+    attach(pins, &programs(tier, reads), cgroup_parent, stamp, true)
+}
+
+/// Loads the object (`floor`: as the benchmark's floor), attaches `specs` through pinned links
+/// in place of any pinned before, keeping the maps, and stamps the pins with `stamp`.
+fn attach(
+    pins: &PinLayout,
+    specs: &[&'static ProgramSpec],
+    cgroup_parent: &Path,
+    stamp: PathBuf,
+    floor: bool,
+) -> Result<(), KernelError> {
     for dir in [pins.root.join("maps"), pins.root.join("links")] {
         fs::create_dir_all(&dir).map_err(|source| KernelError::Io {
             path: dir.clone(),
@@ -294,6 +319,9 @@ pub fn ensure_attached(
     for (global, value) in &offsets {
         loader.override_global(global, value, true);
     }
+    if floor {
+        loader.override_global("BENCH_FLOOR", &1u64, true);
+    }
     // A build from before `charge_table` kept every record in `charges`: the new programs
     // must know to look there (see ebpf record.rs) until those objects are gone.
     let legacy_records = if pins.map(map_name::CHARGES).exists() && !pins.map(map_name::CHARGES_IN_HASH).exists() {
@@ -322,7 +350,7 @@ pub fn ensure_attached(
         path: cgroup_parent.to_path_buf(),
         source,
     })?;
-    for spec in specs {
+    for &spec in specs {
         let program_err = |message: String| KernelError::Program {
             name: spec.name,
             message,
@@ -397,7 +425,7 @@ pub fn ensure_attached(
     }
     clear_stamps(pins);
     fs::create_dir(&stamp).map_err(|source| KernelError::Io { path: stamp, source })?;
-    Ok(Attach::Fresh)
+    Ok(())
 }
 
 /// The pinned programs' build: a directory named after the object's digest (bpffs holds no
