@@ -160,19 +160,26 @@ pub fn get(Object { id, pointer }: Object, res: usize) -> Option<u64> {
     unsafe { CHARGES.get(hash_key(pointer, res)) }.copied()
 }
 
+/// Lets go of the slot holding `key` and returns the container its record named; None when
+/// another CPU took it first.
+#[inline(always)]
+fn release(slot: *mut ChargeSlot, key: u64) -> Option<u64> {
+    // Read before the slot is let go: then another record may claim it.
+    let cgid = cgroup_of(slot);
+    if !atomic::compare_exchange(key_of(slot), key, 0) {
+        return None;
+    }
+    count_table(false);
+    Some(cgid)
+}
+
 /// Removes the record of `object` for `res` and returns the container it named. Of two CPUs
 /// taking the same record, one gets it.
 #[inline(always)]
 pub fn take(Object { id, pointer }: Object, res: usize) -> Option<u64> {
     let key = charge_slot_key(id, res);
     if let Some(s) = find(id, key) {
-        // Read before the slot is let go: then another record may claim it.
-        let cgid = cgroup_of(s);
-        if !atomic::compare_exchange(key_of(s), key, 0) {
-            return None;
-        }
-        count_table(false);
-        return Some(cgid);
+        return release(s, key);
     }
     if !hash_in_use() {
         return None;
@@ -198,9 +205,7 @@ pub fn take_each<const N: usize>(Object { id, pointer }: Object, rows: [usize; N
                 // The row as a constant: an index computed from the key would reach the
                 // verifier as an offset it cannot bound.
                 if k == charge_slot_key(id, row) {
-                    let cgid = cgroup_of(s);
-                    if atomic::compare_exchange(key_of(s), k, 0) {
-                        count_table(false);
+                    if let Some(cgid) = release(s, k) {
                         given(row, cgid);
                     }
                 }
