@@ -115,7 +115,14 @@ enum State {
 
 /// The states' order over six rounds: a palindrome, so each state comes as often early as late
 /// and a drift over the run hits all three alike.
-const ORDER: [State; 6] = [State::With, State::Floor, State::Without, State::Without, State::Floor, State::With];
+const ORDER: [State; 6] = [
+    State::With,
+    State::Floor,
+    State::Without,
+    State::Without,
+    State::Floor,
+    State::With,
+];
 
 /// Per-op nanoseconds for each loop and round, in each state, and the programs' own run-time
 /// statistics (in a pass of their own).
@@ -187,7 +194,11 @@ fn measure(
             // anew. Measured in the 6.12 VM: open/close right after a detach read 9.3 µs without
             // the programs, 7.8 µs a fork loop later; the ratios then were about 1.0 whatever
             // the programs cost.
-            std::thread::sleep(std::time::Duration::from_millis(if crate::harness::emulated() { 5000 } else { 500 }));
+            std::thread::sleep(std::time::Duration::from_millis(if crate::harness::emulated() {
+                5000
+            } else {
+                500
+            }));
         }
         for ((kind, _), f) in loops.iter().zip(figures.iter_mut()) {
             // Attaching parses the kernel's BTF and creates maps: a discarded warm-up round
@@ -200,10 +211,16 @@ fn measure(
                 let peak = env.pinned_row("bench", row)?.maxheld;
                 match state {
                     State::With if peak == 0 => {
-                        bail!("{kind}: {} was never charged in a round with tally's programs", row.name())
+                        bail!(
+                            "{kind}: {} was never charged in a round with tally's programs",
+                            row.name()
+                        )
                     }
                     State::Floor if peak != 0 => {
-                        bail!("{kind}: {} was charged ({peak}) by programs loaded as the floor", row.name())
+                        bail!(
+                            "{kind}: {} was charged ({peak}) by programs loaded as the floor",
+                            row.name()
+                        )
                     }
                     _ => {}
                 }
@@ -274,7 +291,11 @@ fn op_loop(env: &Env, kind: &str, n: u64) -> Result<u128> {
                 .join(", ")
         });
         // A fork's EAGAIN without tally's programs: the kernel's own task and pid limits.
-        let proc = |f: &str| std::fs::read_to_string(f).map(|s| s.trim().to_string()).unwrap_or_default();
+        let proc = |f: &str| {
+            std::fs::read_to_string(f)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
         let zombies = std::fs::read_dir("/proc")
             .map(|d| {
                 d.flatten()
@@ -295,7 +316,10 @@ fn op_loop(env: &Env, kind: &str, n: u64) -> Result<u128> {
                     proc(&format!("{}/pids.events", d.display())).replace('\n', " ")
                 ));
             }
-            dir = d.parent().filter(|p| p.starts_with("/sys/fs/cgroup")).map(|p| p.to_path_buf());
+            dir = d
+                .parent()
+                .filter(|p| p.starts_with("/sys/fs/cgroup"))
+                .map(|p| p.to_path_buf());
         }
         bail!(
             "{kind} loop: {}; row {row:?}; program failures (map full, orphans, events lost) {failures:?}; maps {fill:?}; \

@@ -13,8 +13,8 @@ use anyhow::{ensure, Result};
 use crate::{
     bench::median,
     cache::{drop_page_cache, file_bytes, give_copies, make_files, on_tmpfs, read_all},
-    containers::ok,
     env::Env,
+    harness::ok,
 };
 
 const FILE_MIB: usize = 4;
@@ -43,13 +43,21 @@ fn status(ok: bool) -> &'static str {
 }
 
 fn measure(env: &mut Env, n: usize, size_mib: usize) -> Result<()> {
-    ensure!(!on_tmpfs(&env.instance.root), "the instance is on tmpfs: no page cache to measure");
+    ensure!(
+        !on_tmpfs(&env.instance.root),
+        "the instance is on tmpfs: no page cache to measure"
+    );
     env.start_tallyd()?;
     std::fs::write(
         env.instance.root.join("pfcache.conf"),
         "PFCACHE_INCLUDES=\"/srv\"\nPFCACHE_INTERVAL=\"0\"\n",
     )?;
-    let files = make_files(&env.instance.root.join("tally-bench-data"), size_mib / FILE_MIB, FILE_MIB << 20, 1)?;
+    let files = make_files(
+        &env.instance.root.join("tally-bench-data"),
+        size_mib / FILE_MIB,
+        FILE_MIB << 20,
+        1,
+    )?;
     let total = (files.len() * (FILE_MIB << 20)) as u64;
     let cts: Vec<String> = (0..n).map(|i| format!("{}", 20_000 + i)).collect();
     // The baseline container: same files, no cache layer, ever.

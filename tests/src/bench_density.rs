@@ -21,7 +21,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use tally::ct::{net, CtId};
 
-use crate::{bench::median, containers::ok, env::Env};
+use crate::{bench::median, env::Env, harness::ok};
 
 /// The target for tallyd's resident set at 200 containers.
 const TALLYD_RSS_MB: f64 = 50.0;

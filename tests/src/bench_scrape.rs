@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{ensure, Context, Result};
 
-use crate::{bench::median, containers::ok, env::Env};
+use crate::{bench::median, env::Env, harness::ok};
 
 const SCRAPES: usize = 20;
 const INTERVAL_S: f64 = 15.0;
@@ -88,7 +88,12 @@ fn cpu_ms(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command (which may hold spaces), 1-based 14 and 15 overall.
     let rest = stat.rsplit_once(')').context("stat")?.1;
-    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).map(|v| v.parse().unwrap_or(0)).collect();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((f[0] + f[1]) as f64 * 1000.0 / hz)
@@ -100,8 +105,15 @@ fn full_text(addr: &str) -> Result<String> {
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
-    ensure!(text.starts_with("HTTP/1.") && text.contains(" 200 "), "the exporter answered {:?}", &text[..text.len().min(200)]);
-    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    ensure!(
+        text.starts_with("HTTP/1.") && text.contains(" 200 "),
+        "the exporter answered {:?}",
+        &text[..text.len().min(200)]
+    );
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }
 
 /// SCRAPES scrapes after one warm-up: the median duration, the body's size and series, and

@@ -39,7 +39,7 @@ use nix::{
 };
 use serde_json::json;
 
-use crate::{bench::median, containers::ok, env::Env};
+use crate::{bench::median, env::Env, harness::ok};
 
 /// The file crun must not read on a hybrid host.
 const CONTROLLERS: &str = "/sys/fs/cgroup/unified/cgroup.controllers";

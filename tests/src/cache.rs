@@ -13,8 +13,8 @@ use tally::ct::{rootfs::Rootfs, CtId};
 
 use crate::{
     check,
-    containers::ok,
     env::Env,
+    harness::ok,
     harness::{Outcome, Test},
     try_or_fail,
 };
@@ -46,7 +46,12 @@ pub(crate) fn file_bytes(env: &Env, cts: &[String]) -> Result<u64> {
     let mut sum = 0;
     for ct in cts {
         let stat = env.cgroup(ct)?.memory_usage()?.stat;
-        sum += stat.get("file").or_else(|| stat.get("total_cache")).or_else(|| stat.get("cache")).copied().unwrap_or(0);
+        sum += stat
+            .get("file")
+            .or_else(|| stat.get("total_cache"))
+            .or_else(|| stat.get("cache"))
+            .copied()
+            .unwrap_or(0);
     }
     Ok(sum)
 }
@@ -128,7 +133,11 @@ fn dedup(env: &mut Env) -> Outcome {
         let b0 = try_or_fail!(file_bytes(env, &cts), "memory.stat");
         try_or_fail!(read_all(env, &cts), "reading");
         let without = try_or_fail!(file_bytes(env, &cts), "memory.stat").saturating_sub(b0);
-        println!("    page cache for {n} containers reading {} MiB each, no cache: {} MiB", total >> 20, without >> 20);
+        println!(
+            "    page cache for {n} containers reading {} MiB each, no cache: {} MiB",
+            total >> 20,
+            without >> 20
+        );
         check!(
             without >= total * n as u64 * 8 / 10,
             "the measurement does not see the copies: {without} bytes for {n} x {total}"
@@ -140,7 +149,11 @@ fn dedup(env: &mut Env) -> Outcome {
 
     let out = try_or_fail!(ok(env, &["cache", "promote"]), "cache promote");
     let promoted: usize = out.split_whitespace().next().and_then(|w| w.parse().ok()).unwrap_or(0);
-    check!(promoted == n * nfiles, "promoted {promoted} copies, expected {}: {out}", n * nfiles);
+    check!(
+        promoted == n * nfiles,
+        "promoted {promoted} copies, expected {}: {out}",
+        n * nfiles
+    );
     for ct in &cts {
         try_or_fail!(ok(env, &["restart", ct]), "restart");
     }
@@ -154,8 +167,12 @@ fn dedup(env: &mut Env) -> Outcome {
 
     // With the cache: one copy in the page cache for all of them (one inode: the links).
     let inode = |ct: &str| {
-        let p = Rootfs::new(&env.instance.root, &CtId::parse(ct).unwrap()).cache_layer().join("srv/data/f0");
-        std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok()
+        let p = Rootfs::new(&env.instance.root, &CtId::parse(ct).unwrap())
+            .cache_layer()
+            .join("srv/data/f0");
+        std::fs::metadata(p)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
     };
     check!(
         cts.iter().all(|c| inode(c).is_some() && inode(c) == inode(&cts[0])),
@@ -166,15 +183,30 @@ fn dedup(env: &mut Env) -> Outcome {
         let b1 = try_or_fail!(file_bytes(env, &cts), "memory.stat");
         try_or_fail!(read_all(env, &cts), "reading");
         let with = try_or_fail!(file_bytes(env, &cts), "memory.stat").saturating_sub(b1);
-        println!("    with the cache: {} MiB (at most 1.2 x {} MiB)", with >> 20, total >> 20);
-        check!(with <= total * 12 / 10, "{with} bytes of page cache for one shared {total}");
+        println!(
+            "    with the cache: {} MiB (at most 1.2 x {} MiB)",
+            with >> 20,
+            total >> 20
+        );
+        check!(
+            with <= total * 12 / 10,
+            "{with} bytes of page cache for one shared {total}"
+        );
     }
 
     // A write stays in its container.
-    try_or_fail!(ok(env, &["exec", &cts[0], "--", "sh", "-c", "echo mine >> /srv/data/f0"]), "write");
+    try_or_fail!(
+        ok(env, &["exec", &cts[0], "--", "sh", "-c", "echo mine >> /srv/data/f0"]),
+        "write"
+    );
     let mine = try_or_fail!(sha256_inside(env, &cts[0], "/srv/data/f0"), "sha256sum");
     let theirs = try_or_fail!(sha256_inside(env, &cts[1], "/srv/data/f0"), "sha256sum");
-    check!(mine != original && theirs == original, "after a write in {}: its f0 {mine}, {}'s {theirs}", cts[0], cts[1]);
+    check!(
+        mine != original && theirs == original,
+        "after a write in {}: its f0 {mine}, {}'s {theirs}",
+        cts[0],
+        cts[1]
+    );
     let status: serde_json::Value = try_or_fail!(
         serde_json::from_str(&try_or_fail!(ok(env, &["cache", "stats", "--json"]), "stats")),
         "stats JSON"
@@ -183,23 +215,33 @@ fn dedup(env: &mut Env) -> Outcome {
 
     // A corrupt object is never served: two containers get a new shared file pending, its
     // object is damaged before they restart, and they keep their own copies.
-    let extra = try_or_fail!(make_files(&env.instance.root.join("tally-itest-extra"), 1, 1 << 20, 2), "extra file");
+    let extra = try_or_fail!(
+        make_files(&env.instance.root.join("tally-itest-extra"), 1, 1 << 20, 2),
+        "extra file"
+    );
     let extra_name = extra[0].file_name().unwrap().to_string_lossy().into_owned();
     for ct in &cts[..2] {
         try_or_fail!(ok(env, &["stop", ct]), "stop");
         try_or_fail!(give_copies(env, ct, &extra), "the extra copy");
         try_or_fail!(ok(env, &["start", ct]), "start");
-        try_or_fail!(ok(env, &["exec", ct, "--", "cat", &format!("/srv/data/{extra_name}")]).map(drop), "read");
+        try_or_fail!(
+            ok(env, &["exec", ct, "--", "cat", &format!("/srv/data/{extra_name}")]).map(drop),
+            "read"
+        );
     }
     let out = try_or_fail!(ok(env, &["cache", "promote"]), "cache promote");
-    check!(out.starts_with("2 "), "the extra file should be promoted for both: {out}");
+    check!(
+        out.starts_with("2 "),
+        "the extra file should be promoted for both: {out}"
+    );
     let object = try_or_fail!(object_of(env, &extra[0]), "the extra object");
     try_or_fail!(std::fs::write(&object, b"corrupted"), "corrupting the object");
     for ct in &cts[..2] {
         try_or_fail!(ok(env, &["restart", ct]), "restart");
         let p = Rootfs::new(&env.instance.root, &CtId::parse(ct).unwrap());
         check!(
-            p.private.join("upper/srv/data").join(&extra_name).exists() && !p.cache_layer().join("srv/data").join(&extra_name).exists(),
+            p.private.join("upper/srv/data").join(&extra_name).exists()
+                && !p.cache_layer().join("srv/data").join(&extra_name).exists(),
             "{ct} was given the corrupt object"
         );
         let got = try_or_fail!(sha256_inside(env, ct, &format!("/srv/data/{extra_name}")), "sha256sum");
@@ -237,7 +279,10 @@ fn dedup(env: &mut Env) -> Outcome {
         ("tally_cache_evictions_total", "evictions"),
         ("tally_cache_corrupt_dropped_total", "corrupt_dropped"),
     ] {
-        let line = metrics.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_default();
+        let line = metrics
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_default();
         check!(
             line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()) == stats[key].as_u64(),
             "{name} reads {line:?}, tally cache stats says {}",
@@ -264,7 +309,11 @@ pub(crate) fn make_files(dir: &Path, count: usize, size: usize, seed: u64) -> Re
             data.extend_from_slice(&x.to_le_bytes());
         }
         data.truncate(size);
-        let name = if seed == 1 { format!("f{i}") } else { format!("extra{i}") };
+        let name = if seed == 1 {
+            format!("f{i}")
+        } else {
+            format!("extra{i}")
+        };
         let p = dir.join(name);
         std::fs::write(&p, &data)?;
         out.push(p);

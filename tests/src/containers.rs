@@ -21,7 +21,7 @@ use tally::{
 use crate::{
     check,
     env::Env,
-    harness::{Outcome, Test},
+    harness::{ok, Outcome, Test},
     try_or_fail,
 };
 
@@ -78,20 +78,6 @@ pub fn tests() -> Vec<Test> {
     ]
 }
 
-/// `tally ARGS`, failing with its stderr unless it exits 0; returns stdout.
-pub(crate) fn ok(env: &Env, args: &[&str]) -> Result<String> {
-    let out = env.tally(args)?;
-    if !out.status.success() {
-        bail!(
-            "tally {} exited {:?}: {}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn status(env: &Env, ct: &str) -> Result<String> {
     Ok(ok(env, &["status", ct])?.trim().to_string())
 }
@@ -111,7 +97,12 @@ fn http_get(env: &Env, ct: &str, addr: Ipv4Addr, port: u16, path: &str) -> Resul
 /// A TCP connection to `addr:port`, retried for up to `wait` while the service comes up,
 /// after checking the host routes `addr` through container `ct`'s veth (and so nowhere else).
 fn connect(env: &Env, ct: &str, addr: Ipv4Addr, port: u16, wait: Duration) -> Result<TcpStream> {
-    connect_via(&net::host_interface(&env.instance.name, &CtId::parse(ct)?), addr, port, wait)
+    connect_via(
+        &net::host_interface(&env.instance.name, &CtId::parse(ct)?),
+        addr,
+        port,
+        wait,
+    )
 }
 
 /// [`connect`] where the host's route to `addr` must go through interface `via_if`.
@@ -373,55 +364,12 @@ fn memory_limit(cg: &tally::cgroup::ContainerCgroup) -> Result<u64> {
     bail!("no memory limit file in {}", dir.display())
 }
 
-/// Everything under the instance that a refused request must not touch.
-fn state(env: &Env) -> Vec<String> {
-    let mut out: Vec<String> = ["conf", "private", "root"]
-        .iter()
-        .flat_map(|d| {
-            std::fs::read_dir(env.instance.root.join(d))
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .map(|e| e.path().display().to_string())
-        .collect();
-    if let Ok(cg) = env.cgroup("x") {
-        if let Some(parent) = cg.unified.parent() {
-            out.extend(
-                std::fs::read_dir(parent)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.path().display().to_string()),
-            );
-        }
-    }
-    out.extend(
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&env.instance.name))
-            .map(str::to_string),
-    );
-    out.extend(
-        std::fs::read_dir("/sys/class/net")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .filter(|n| n.starts_with("tally")),
-    );
-    out.sort();
-    out
-}
-
 fn errors_leave_nothing(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     try_or_fail!(ok(env, &["create", "401", "--ipadd", "10.77.13.2"]), "create");
     try_or_fail!(ok(env, &["create", "402"]), "create");
     try_or_fail!(ok(env, &["start", "401"]), "start");
-    let before = state(env);
+    let before = env.state();
     let long = "x".repeat(65);
     for (args, code) in [
         (vec!["create", "../x"], 21),
@@ -454,7 +402,7 @@ fn errors_leave_nothing(env: &mut Env) -> Outcome {
             "tally {args:?}: unclear message {stderr:?}"
         );
     }
-    let after = state(env);
+    let after = env.state();
     check!(
         after == before,
         "refused requests changed state:\n{before:#?}\n->\n{after:#?}"
@@ -462,7 +410,7 @@ fn errors_leave_nothing(env: &mut Env) -> Outcome {
     for ct in ["401", "402"] {
         try_or_fail!(ok(env, &["destroy", ct]), "destroy");
     }
-    let left = state(env);
+    let left = env.state();
     let veth = net::host_interface(&env.instance.name, &CtId::parse("401").unwrap());
     check!(
         left.iter().all(|l| !l.contains("/40") && *l != veth),
@@ -583,33 +531,28 @@ pub(crate) fn dir_names(dir: &std::path::Path) -> Vec<String> {
 fn template_import(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     try_or_fail!(ok(env, &["template", "list"]), "template list (makes busybox)");
-    let busybox = env.instance.root.join("template/busybox");
-    let archive = env.instance.root.join("tally-itest-rootfs.tar.gz");
-    let build = || -> Result<()> {
-        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, flate2::Compression::fast());
-        let mut tar = tar::Builder::new(gz);
-        tar.follow_symlinks(false);
-        tar.append_dir_all(".", &busybox)?;
-        let marker = b"imported\n";
-        let mut header = tar::Header::new_gnu();
-        header.set_size(marker.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        header.set_cksum();
-        tar.append_data(&mut header, "etc/tally-import-marker", &marker[..])?;
-        tar.into_inner()?.finish()?;
-        Ok(())
-    };
-    try_or_fail!(build(), "making the archive");
+    let archive = try_or_fail!(
+        env.busybox_archive(&[("etc/tally-import-marker", b"imported\n")]),
+        "making the archive"
+    );
     let path = archive.display().to_string();
     let before = templates_state(env);
     for (args, code, what) in [
-        (vec!["template", "import", "../x", path.as_str()], 47, "a name with a path in it"),
-        (vec!["template", "import", "imp", "/nonexistent/tally.tar"], 21, "a missing archive"),
-        (vec!["template", "import", "busybox", path.as_str()], 44, "the built-in name"),
+        (
+            vec!["template", "import", "../x", path.as_str()],
+            47,
+            "a name with a path in it",
+        ),
+        (
+            vec!["template", "import", "imp", "/nonexistent/tally.tar"],
+            21,
+            "a missing archive",
+        ),
+        (
+            vec!["template", "import", "busybox", path.as_str()],
+            44,
+            "the built-in name",
+        ),
     ] {
         let out = try_or_fail!(env.tally(&args), "template import");
         check!(
@@ -627,14 +570,24 @@ fn template_import(env: &mut Env) -> Outcome {
         "imported template listed with busybox init's halt signal: {list}"
     );
     let out = try_or_fail!(env.tally(&["template", "import", "imp", &path]), "import again");
-    check!(out.status.code() == Some(44), "a taken name: exit {:?}", out.status.code());
+    check!(
+        out.status.code() == Some(44),
+        "a taken name: exit {:?}",
+        out.status.code()
+    );
     try_or_fail!(
         ok(env, &["create", "811", "--ostemplate", "imp", "--ipadd", "10.77.16.2"]),
         "create from the imported template"
     );
     try_or_fail!(ok(env, &["start", "811"]), "start");
-    let marker = try_or_fail!(ok(env, &["exec", "811", "--", "cat", "/etc/tally-import-marker"]), "exec");
-    check!(marker.trim() == "imported", "the marker file in the container: {marker:?}");
+    let marker = try_or_fail!(
+        ok(env, &["exec", "811", "--", "cat", "/etc/tally-import-marker"]),
+        "exec"
+    );
+    check!(
+        marker.trim() == "imported",
+        "the marker file in the container: {marker:?}"
+    );
     try_or_fail!(ok(env, &["destroy", "811"]), "destroy");
     Outcome::Pass
 }
@@ -646,7 +599,7 @@ fn import_openvz(env: &mut Env) -> Outcome {
     let file = dir.join("801.conf");
     try_or_fail!(std::fs::write(&file, OPENVZ_CONF), "writing the config");
     let path = file.display().to_string();
-    let before = state(env);
+    let before = env.state();
     // Its template is not here: refused, nothing made.
     let out = try_or_fail!(env.tally(&["import-openvz", &path]), "import");
     check!(
@@ -662,7 +615,7 @@ fn import_openvz(env: &mut Env) -> Outcome {
         "barrier above limit: exit {:?}",
         out.status.code()
     );
-    check!(state(env) == before, "refused imports changed state");
+    check!(env.state() == before, "refused imports changed state");
 
     try_or_fail!(ok(env, &["import-openvz", &path, "--ostemplate", "busybox"]), "import");
     let conf = try_or_fail!(
@@ -789,7 +742,10 @@ fn cpulimit(env: &mut Env) -> Outcome {
 /// the template's halt signal.
 fn debian_service(env: &mut Env) -> Outcome {
     const CT: &str = "112";
-    let Some(debs) = std::env::var_os("TALLY_ITEST_DEBIAN_DEBS").map(std::path::PathBuf::from).filter(|p| p.is_file()) else {
+    let Some(debs) = std::env::var_os("TALLY_ITEST_DEBIAN_DEBS")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file())
+    else {
         return Outcome::Elsewhere(
             "needs debian-12's packages (TALLY_ITEST_DEBIAN_DEBS: cargo xtask setup downloads them; the host tier runs this)".into(),
         );
@@ -806,24 +762,50 @@ fn debian_service(env: &mut Env) -> Outcome {
         templates_state(env)
     );
     let debs = debs.display().to_string();
-    try_or_fail!(ok(env, &["template", "create", "debian-12", "--debs", &debs]), "template create debian-12");
+    try_or_fail!(
+        ok(env, &["template", "create", "debian-12", "--debs", &debs]),
+        "template create debian-12"
+    );
     let list = try_or_fail!(ok(env, &["template", "list"]), "template list");
     check!(
-        list.lines().any(|l| l.split_whitespace().take(2).eq(["debian-12", "SIGPWR"])),
+        list.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["debian-12", "SIGPWR"])),
         "template list: {list}"
     );
-    let again = try_or_fail!(env.tally(&["template", "create", "debian-12", "--debs", &debs]), "template create");
-    check!(again.status.code() == Some(44), "a second debian-12: exit {:?}", again.status.code());
+    let again = try_or_fail!(
+        env.tally(&["template", "create", "debian-12", "--debs", &debs]),
+        "template create"
+    );
+    check!(
+        again.status.code() == Some(44),
+        "a second debian-12: exit {:?}",
+        again.status.code()
+    );
 
     try_or_fail!(
-        ok(env, &["create", CT, "--ostemplate", "debian-12", "--hostname", "deb1", "--ipadd", &addr.to_string()]),
+        ok(
+            env,
+            &[
+                "create",
+                CT,
+                "--ostemplate",
+                "debian-12",
+                "--hostname",
+                "deb1",
+                "--ipadd",
+                &addr.to_string()
+            ]
+        ),
         "create"
     );
     try_or_fail!(ok(env, &["start", CT, "--wait"]), "start");
     let version = try_or_fail!(ok(env, &["exec", CT, "--", "cat", "/etc/debian_version"]), "exec");
     check!(version.starts_with("12."), "/etc/debian_version: {version:?}");
     let init = try_or_fail!(ok(env, &["exec", CT, "--", "readlink", "/proc/1/exe"]), "exec");
-    check!(init.trim() == "/usr/sbin/init" || init.trim() == "/sbin/init", "PID 1 runs {init:?}");
+    check!(
+        init.trim() == "/usr/sbin/init" || init.trim() == "/sbin/init",
+        "PID 1 runs {init:?}"
+    );
     // Debian's own init scripts start sshd (runlevel 2); it greets whoever connects.
     let banner = (|| -> Result<String> {
         let mut s = connect(env, CT, addr, 22, Duration::from_secs(90))?;
@@ -878,23 +860,38 @@ fn bridged(env: &mut Env) -> Outcome {
         return Outcome::Fail(format!("{br} exists before the test: another tally uses it"));
     }
     try_or_fail!(env.start_tallyd(), "starting tallyd");
-    let before = state(env);
+    let before = env.state();
     for (args, what) in [
-        (vec!["create", CT, "--ipadd", "10.77.20.2", "--bridge", "nosuch-br0"], "a bridge that is not there"),
-        (vec!["create", CT, "--ipadd", "10.77.20.2", "--bridge", "lo"], "an interface that is no bridge"),
-        (vec!["create", CT, "--ipadd", "10.77.20.2", "--bridge", "tally/x"], "a bad bridge name"),
-        (vec!["create", CT, "--ipadd", "192.0.2.7", "--bridge"], "an address off tally's bridge"),
+        (
+            vec!["create", CT, "--ipadd", "10.77.20.2", "--bridge", "nosuch-br0"],
+            "a bridge that is not there",
+        ),
+        (
+            vec!["create", CT, "--ipadd", "10.77.20.2", "--bridge", "lo"],
+            "an interface that is no bridge",
+        ),
+        (
+            vec!["create", CT, "--ipadd", "10.77.20.2", "--bridge", "tally/x"],
+            "a bad bridge name",
+        ),
+        (
+            vec!["create", CT, "--ipadd", "192.0.2.7", "--bridge"],
+            "an address off tally's bridge",
+        ),
     ] {
         let out = try_or_fail!(env.tally(&args), "create");
         check!(
-            out.status.code() == Some(21) && state(env) == before && !sys.exists(),
+            out.status.code() == Some(21) && env.state() == before && !sys.exists(),
             "{what}: exit {:?} ({}); state {before:?} -> {:?}",
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).trim(),
-            state(env)
+            env.state()
         );
     }
-    try_or_fail!(ok(env, &["create", CT, "--ipadd", &addr.to_string(), "--bridge"]), "create --bridge");
+    try_or_fail!(
+        ok(env, &["create", CT, "--ipadd", &addr.to_string(), "--bridge"]),
+        "create --bridge"
+    );
     let conf = try_or_fail!(
         std::fs::read_to_string(env.instance.config_path(&CtId::parse(CT).unwrap())),
         "reading the config"
@@ -907,11 +904,17 @@ fn bridged(env: &mut Env) -> Outcome {
         master.file_name().is_some_and(|m| m == br),
         "{veth}'s master is {master:?}, not {br}"
     );
-    let inside = try_or_fail!(ok(env, &["exec", CT, "--", "ip", "-4", "addr", "show", "eth0"]), "ip addr");
+    let inside = try_or_fail!(
+        ok(env, &["exec", CT, "--", "ip", "-4", "addr", "show", "eth0"]),
+        "ip addr"
+    );
     check!(inside.contains("10.77.20.2/16"), "eth0 in the container: {inside}");
 
     // Host -> container: a busybox httpd on its address, through the bridge.
-    try_or_fail!(ok(env, &["exec", CT, "--", "httpd", "-p", "8080", "-h", "/var/www"]), "httpd");
+    try_or_fail!(
+        ok(env, &["exec", CT, "--", "httpd", "-p", "8080", "-h", "/var/www"]),
+        "httpd"
+    );
     let page = (|| -> Result<String> {
         let mut s = connect_via(br, addr, 8080, Duration::from_secs(5))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -924,7 +927,10 @@ fn bridged(env: &mut Env) -> Outcome {
     check!(page.contains("tally busybox container"), "httpd answered {page:?}");
 
     // Container -> host: the gateway address on the bridge, where the test listens.
-    let listener = try_or_fail!(std::net::TcpListener::bind((net::GATEWAY, 0)), "listening on the gateway");
+    let listener = try_or_fail!(
+        std::net::TcpListener::bind((net::GATEWAY, 0)),
+        "listening on the gateway"
+    );
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || -> Result<()> {
         let (mut s, _) = listener.accept()?;
@@ -936,12 +942,28 @@ fn bridged(env: &mut Env) -> Outcome {
     });
     // timeout(1), not wget's -T: busybox 1.35's wget crashes with it.
     let got = try_or_fail!(
-        ok(env, &["exec", CT, "--", "timeout", "10", "wget", "-q", "-O", "-", &format!("http://{}:{port}/", net::GATEWAY)]),
+        ok(
+            env,
+            &[
+                "exec",
+                CT,
+                "--",
+                "timeout",
+                "10",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://{}:{port}/", net::GATEWAY)
+            ]
+        ),
         "wget from the container to the host"
     );
     check!(got == "hello bridge", "the host answered {got:?}");
     try_or_fail!(
-        server.join().unwrap_or_else(|_| Err(anyhow::anyhow!("server panicked"))),
+        server
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("server panicked"))),
         "serving"
     );
 
@@ -954,7 +976,11 @@ fn bridged(env: &mut Env) -> Outcome {
 /// The first line of /proc/PID/uid_map, as numbers.
 fn uid_map(pid: u32) -> Result<Vec<u64>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/uid_map"))?;
-    Ok(text.split_whitespace().take(3).map(str::parse).collect::<Result<_, _>>()?)
+    Ok(text
+        .split_whitespace()
+        .take(3)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?)
 }
 
 /// The host pid of container `ct`'s init: the process of its cgroup that is PID 1 inside.
@@ -980,8 +1006,14 @@ fn user_namespaces(env: &mut Env) -> Outcome {
     if let Err(why) = tally::ct::userns::supported(&template) {
         // tallyd made the default containers privileged then; the check below shows it.
         try_or_fail!(ok(env, &["create", "150"]), "create");
-        let conf = try_or_fail!(std::fs::read_to_string(env.instance.config_path(&CtId::parse("150").unwrap())), "config");
-        check!(conf.contains("PRIVILEGED=\"yes\"") && !conf.contains("USERNS_BASE"), "config without idmap support: {conf}");
+        let conf = try_or_fail!(
+            std::fs::read_to_string(env.instance.config_path(&CtId::parse("150").unwrap())),
+            "config"
+        );
+        check!(
+            conf.contains("PRIVILEGED=\"yes\"") && !conf.contains("USERNS_BASE"),
+            "config without idmap support: {conf}"
+        );
         return Outcome::Elsewhere(format!("no user namespaces on this host: {why}"));
     }
     let cts = [("150", "10.77.15.2"), ("151", "10.77.15.3")];
@@ -1000,7 +1032,11 @@ fn user_namespaces(env: &mut Env) -> Outcome {
             "{ct}'s init has uid_map {map:?}"
         );
         let status = try_or_fail!(std::fs::read_to_string(format!("/proc/{pid}/status")), "status");
-        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_string();
+        let uid_line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap_or_default()
+            .to_string();
         check!(
             uid_line.split_whitespace().nth(1) == Some(map[1].to_string().as_str()),
             "{ct}'s init runs as host {uid_line:?}, not {}",
@@ -1010,10 +1046,21 @@ fn user_namespaces(env: &mut Env) -> Outcome {
         // Root inside; the template's files are root's; what root makes is the range's.
         let id = try_or_fail!(ok(env, &["exec", ct, "--", "id", "-u"]), "id");
         check!(id.trim() == "0", "{ct}: id -u says {id:?}");
-        let owner = try_or_fail!(ok(env, &["exec", ct, "--", "stat", "-c", "%u:%g", "/bin/busybox"]), "stat");
-        check!(owner.trim() == "0:0", "{ct}: the template's busybox is owned by {owner:?} inside");
-        try_or_fail!(ok(env, &["exec", ct, "--", "sh", "-c", "echo x > /root/made-inside"]), "write");
-        let upper = Rootfs::new(&env.instance.root, &CtId::parse(ct).unwrap()).private.join("upper/root/made-inside");
+        let owner = try_or_fail!(
+            ok(env, &["exec", ct, "--", "stat", "-c", "%u:%g", "/bin/busybox"]),
+            "stat"
+        );
+        check!(
+            owner.trim() == "0:0",
+            "{ct}: the template's busybox is owned by {owner:?} inside"
+        );
+        try_or_fail!(
+            ok(env, &["exec", ct, "--", "sh", "-c", "echo x > /root/made-inside"]),
+            "write"
+        );
+        let upper = Rootfs::new(&env.instance.root, &CtId::parse(ct).unwrap())
+            .private
+            .join("upper/root/made-inside");
         let meta = try_or_fail!(std::fs::metadata(&upper), "the file in the private area");
         check!(
             std::os::unix::fs::MetadataExt::uid(&meta) as u64 == map[1],
@@ -1030,13 +1077,25 @@ fn user_namespaces(env: &mut Env) -> Outcome {
     check!(bases[0] != bases[1], "two containers share the range {}", bases[0]);
     // Its network namespace is its own: its root binds port 80 and the host gets the page.
     let (ct, ip) = cts[0];
-    try_or_fail!(ok(env, &["exec", ct, "--", "httpd", "-p", "80", "-h", "/var/www"]), "httpd on port 80");
-    let page = try_or_fail!(http_get(env, ct, ip.parse().unwrap(), 80, "/index.html"), "GET :80 from the host");
-    check!(page.contains("tally busybox container"), "httpd on port 80 answered {page:?}");
+    try_or_fail!(
+        ok(env, &["exec", ct, "--", "httpd", "-p", "80", "-h", "/var/www"]),
+        "httpd on port 80"
+    );
+    let page = try_or_fail!(
+        http_get(env, ct, ip.parse().unwrap(), 80, "/index.html"),
+        "GET :80 from the host"
+    );
+    check!(
+        page.contains("tally busybox container"),
+        "httpd on port 80 answered {page:?}"
+    );
     // Privileged: host ids.
     let pid = try_or_fail!(init_pid(env, "152"), "init pid");
     let map = try_or_fail!(uid_map(pid), "uid_map");
-    check!(map == [0, 0, 4294967295], "the privileged container has uid_map {map:?}");
+    check!(
+        map == [0, 0, 4294967295],
+        "the privileged container has uid_map {map:?}"
+    );
     for ct in ["150", "151", "152"] {
         try_or_fail!(ok(env, &["destroy", ct]), "destroy");
     }

@@ -135,6 +135,74 @@ impl Env {
             .context("running tally")
     }
 
+    /// Everything under the instance that a refused request must not touch.
+    pub fn state(&self) -> Vec<String> {
+        let mut out: Vec<String> = ["conf", "private", "root"]
+            .iter()
+            .flat_map(|d| {
+                std::fs::read_dir(self.instance.root.join(d))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| e.path().display().to_string())
+            .collect();
+        if let Ok(cg) = self.cgroup("x") {
+            if let Some(parent) = cg.unified.parent() {
+                out.extend(
+                    std::fs::read_dir(parent)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| e.path().display().to_string()),
+                );
+            }
+        }
+        out.extend(
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(&self.instance.name))
+                .map(str::to_string),
+        );
+        out.extend(
+            std::fs::read_dir("/sys/class/net")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with("tally")),
+        );
+        out.sort();
+        out
+    }
+
+    /// A gzipped tar of this instance's busybox template tree with `extra` files added
+    /// (path inside, contents), for `tally template import`. Makes the template first.
+    pub fn busybox_archive(&self, extra: &[(&str, &[u8])]) -> Result<PathBuf> {
+        crate::harness::ok(self, &["template", "list"])?;
+        let busybox = self.instance.root.join("template/busybox");
+        let archive = self.instance.root.join("tally-itest-rootfs.tar.gz");
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&archive)?, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        tar.follow_symlinks(false);
+        tar.append_dir_all(".", &busybox)?;
+        for (path, data) in extra {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_cksum();
+            tar.append_data(&mut header, path, *data)?;
+        }
+        tar.into_inner()?.finish()?;
+        Ok(archive)
+    }
+
     /// tallyd's pid, while it runs.
     pub fn tallyd_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(|c| c.id())

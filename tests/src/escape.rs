@@ -18,8 +18,8 @@ use tally::ct::{rootfs::Rootfs, CtId};
 
 use crate::{
     check,
-    containers::ok,
     env::Env,
+    harness::ok,
     harness::{Outcome, Test},
     try_or_fail,
 };
@@ -414,7 +414,10 @@ fn escape_suite(env: &mut Env) -> Outcome {
     for privileged in [false, true] {
         println!("  {} containers:", if privileged { "privileged" } else { "default" });
         if let Outcome::Fail(why) = escape_suite_as(env, privileged) {
-            return Outcome::Fail(format!("{} containers: {why}", if privileged { "privileged" } else { "default" }));
+            return Outcome::Fail(format!(
+                "{} containers: {why}",
+                if privileged { "privileged" } else { "default" }
+            ));
         }
     }
     Outcome::Pass

@@ -51,7 +51,10 @@ fn exact_with_a_full_charge_table(env: &mut Env) -> Outcome {
     }
     let pins = env.instance.pins();
     let left = try_or_fail!(crate::numproc::charges_in_hash(&pins), "reading charges_in_hash");
-    check!(left == 0, "every record should be gone with the workload: {left} left in the hash map");
+    check!(
+        left == 0,
+        "every record should be gone with the workload: {left} left in the hash map"
+    );
     Outcome::Pass
 }
 

@@ -1,9 +1,51 @@
 //! A small test runner: each test returns pass, fail or skip-with-reason; panics are
 //! failures; every test gets a fresh environment that is torn down whatever happens.
 
-use std::{panic::AssertUnwindSafe, time::Instant};
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    panic::AssertUnwindSafe,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
 
 use crate::env::Env;
+
+/// `tally ARGS`, failing with its stderr unless it exits 0; returns stdout.
+pub fn ok(env: &Env, args: &[&str]) -> Result<String> {
+    let out = env.tally(args)?;
+    if !out.status.success() {
+        bail!(
+            "tally {} exited {:?}: {}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `GET path` from 127.0.0.1:port over HTTP/1.0: the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status.contains(" 200 ") {
+        bail!("GET {path}: {status}: {}", body.trim());
+    }
+    Ok(body.to_string())
+}
 
 pub enum Outcome {
     Pass,

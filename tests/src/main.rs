@@ -16,6 +16,7 @@ mod bench_density;
 mod bench_scrape;
 mod bench_start;
 mod cache;
+mod concurrency;
 mod containers;
 mod drive;
 mod env;
@@ -55,5 +56,6 @@ fn main() {
     tests.extend(api::tests());
     tests.extend(reads::tests());
     tests.extend(cache::tests());
+    tests.extend(concurrency::tests());
     std::process::exit(harness::run(tests, &filter));
 }

@@ -276,9 +276,15 @@ fn build_change_replaces_programs(env: &mut Env) -> Outcome {
         "another build's programs must be replaced: {ready}"
     );
     let now = object_stamps(&root);
-    check!(now == ours, "the stamp should be this build's again: {now:?}, was {ours:?}");
+    check!(
+        now == ours,
+        "the stamp should be this build's again: {now:?}, was {ours:?}"
+    );
     let during = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc");
-    check!(during.held == held, "the counters must survive the replacement: {during:?}, was {held}");
+    check!(
+        during.held == held,
+        "the counters must survive the replacement: {during:?}, was {held}"
+    );
     try_or_fail!(
         storm_given_back(env, running),
         "what the old programs charged should be given back by the new ones"
@@ -357,15 +363,24 @@ fn records_of_a_build_before_the_table(env: &mut Env) -> Outcome {
     }
     try_or_fail!(make_pins_another_builds(&pins.root), "making the pins another build's");
     let ready = try_or_fail!(env.start_tallyd(), "starting tallyd again");
-    check!(ready.contains("programs=fresh"), "the old build's programs must be replaced: {ready}");
+    check!(
+        ready.contains("programs=fresh"),
+        "the old build's programs must be replaced: {ready}"
+    );
     let counted = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
-    check!(counted == in_hash, "charges_in_hash should count the {in_hash} records at attach: {counted}");
+    check!(
+        counted == in_hash,
+        "charges_in_hash should count the {in_hash} records at attach: {counted}"
+    );
     try_or_fail!(
         storm_given_back(env, running),
         "what the old build charged should be given back from the hash map"
     );
     let left = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
-    check!(left == 0, "every record should be gone with its task: {left} of {in_hash} left");
+    check!(
+        left == 0,
+        "every record should be gone with its task: {left} of {in_hash} left"
+    );
     Outcome::Pass
 }
 

@@ -11,8 +11,7 @@
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::TcpStream,
+    io::Write,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -25,7 +24,7 @@ use crate::{
     check,
     drive::Driven,
     env::Env,
-    harness::{Outcome, Test},
+    harness::{free_port, http_get, Outcome, Test},
     try_or_fail,
 };
 
@@ -62,7 +61,11 @@ fn dashboards_and_alerts(env: &mut Env) -> Outcome {
 
     // grafana/ as it is in the tree.
     let dashboards = try_or_fail!(load_dashboards(&grafana), "reading the dashboards");
-    check!(dashboards.len() >= 2, "expected the overview and container dashboards, found {}", dashboards.len());
+    check!(
+        dashboards.len() >= 2,
+        "expected the overview and container dashboards, found {}",
+        dashboards.len()
+    );
     for (check, file) in [("rules", "alerts.yml"), ("config", "prometheus.yml")] {
         let path = grafana.join(file);
         try_or_fail!(
@@ -70,8 +73,14 @@ fn dashboards_and_alerts(env: &mut Env) -> Outcome {
             format!("promtool check {check} grafana/{file}")
         );
     }
-    let alerts_yml = try_or_fail!(std::fs::read_to_string(grafana.join("alerts.yml")), "reading alerts.yml");
-    let rule_count = alerts_yml.lines().filter(|l| l.trim_start().starts_with("- alert:")).count();
+    let alerts_yml = try_or_fail!(
+        std::fs::read_to_string(grafana.join("alerts.yml")),
+        "reading alerts.yml"
+    );
+    let rule_count = alerts_yml
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- alert:"))
+        .count();
 
     let exporter = try_or_fail!(free_port(), "a port for the exporter");
     try_or_fail!(
@@ -79,10 +88,18 @@ fn dashboards_and_alerts(env: &mut Env) -> Outcome {
         "starting tallyd"
     );
     let set = try_or_fail!(env.set(STORM, &["--numproc", "20:20"]), "creating the storm container");
-    check!(set.status.success(), "tally set: {}", String::from_utf8_lossy(&set.stderr));
+    check!(
+        set.status.success(),
+        "tally set: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
     for args in [&["create", BUSY, "--config", "basic"][..], &["start", BUSY, "--wait"]] {
         let out = try_or_fail!(env.tally(args), "tally");
-        check!(out.status.success(), "tally {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        check!(
+            out.status.success(),
+            "tally {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     let scraped = try_or_fail!(http_get(exporter, "/metrics"), "scraping tallyd");
@@ -92,7 +109,10 @@ fn dashboards_and_alerts(env: &mut Env) -> Outcome {
         "promtool check metrics on tallyd's /metrics"
     );
 
-    let server = try_or_fail!(Prometheus::start(&prometheus, exporter, &grafana), "starting prometheus");
+    let server = try_or_fail!(
+        Prometheus::start(&prometheus, exporter, &grafana),
+        "starting prometheus"
+    );
     let p = &server;
     // Samples from before the storm, so that failcnt's rise is seen.
     try_or_fail!(
@@ -130,7 +150,10 @@ fn dashboards_and_alerts(env: &mut Env) -> Outcome {
             "CPU of the busy container",
             format!(r#"tally_container_cpu_seconds_total{{ctid="{BUSY}"}} > 0"#),
         ),
-        ("the failcnt alert", format!(r#"ALERTS{{alertname="TallyFailcntRising",ctid="{STORM}"}}"#)),
+        (
+            "the failcnt alert",
+            format!(r#"ALERTS{{alertname="TallyFailcntRising",ctid="{STORM}"}}"#),
+        ),
     ];
     for (what, query) in &waits {
         try_or_fail!(p.wait_for(what, query), "waiting for scrapes");
@@ -159,10 +182,7 @@ fn dashboards_and_alerts(env: &mut Env) -> Outcome {
             for ct in targets {
                 let query = substitute(&expr, ct);
                 let result = try_or_fail!(p.query(&query), format!("{file}: panel '{title}': {query}"));
-                check!(
-                    !result.is_empty(),
-                    "{file}: panel '{title}' has no series: {query}"
-                );
+                check!(!result.is_empty(), "{file}: panel '{title}' has no series: {query}");
                 let found = containers_in(&result);
                 let wanted: BTreeSet<String> = ct.map_or(ours.clone(), |c| [c.to_string()].into());
                 // Aggregates (counts, sums, tallyd's own metrics) carry no container.
@@ -206,7 +226,10 @@ fn dashboards_and_alerts(env: &mut Env) -> Outcome {
     try_or_fail!(storm.finish(), "ending the storm");
     try_or_fail!(traffic.finish(), "ending the traffic");
     // The down rule returns series once tallyd stops answering, and fires.
-    let down = rules.iter().find(|(name, ..)| name == "TallyDown").map(|(_, q, _)| q.clone());
+    let down = rules
+        .iter()
+        .find(|(name, ..)| name == "TallyDown")
+        .map(|(_, q, _)| q.clone());
     let down = try_or_fail!(down.context("no TallyDown rule"), "alerts.yml");
     try_or_fail!(env.stop_tallyd(), "stopping tallyd");
     try_or_fail!(p.wait_for("tallyd down", &down), "the down rule");
@@ -230,10 +253,6 @@ fn on_path(name: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/bin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Runs `promtool ARGS` with `stdin` and fails with its output unless it passes.
@@ -359,11 +378,11 @@ fn variable_queries(dashboard: &Value) -> Vec<String> {
         if var["type"] != "query" {
             continue;
         }
-        let query = var["query"]["query"].as_str().or(var["query"].as_str()).unwrap_or_default();
-        if let Some(args) = query
-            .strip_prefix("label_values(")
-            .and_then(|a| a.strip_suffix(')'))
-        {
+        let query = var["query"]["query"]
+            .as_str()
+            .or(var["query"].as_str())
+            .unwrap_or_default();
+        if let Some(args) = query.strip_prefix("label_values(").and_then(|a| a.strip_suffix(')')) {
             if let Some((metric, label)) = args.rsplit_once(',') {
                 out.push(format!("count by ({}) ({})", label.trim(), metric.trim()));
             }
@@ -397,21 +416,6 @@ fn containers_in(result: &[Value]) -> BTreeSet<String> {
 }
 
 /// One HTTP/1.0 GET on 127.0.0.1 (no chunking, the server closes): the body of a 200.
-fn http_get(port: u16, path: &str) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
-    let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200 ") {
-        bail!("GET {path}: {status}: {}", body.trim());
-    }
-    Ok(body.to_string())
-}
-
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -15,8 +15,8 @@ use tally::{
 
 use crate::{
     check,
-    containers::ok,
     env::Env,
+    harness::ok,
     harness::{Outcome, Test},
     try_or_fail,
 };

@@ -19,8 +19,9 @@ use tally::{
 
 use crate::{
     check,
-    containers::{init_pid, ok},
+    containers::init_pid,
     env::Env,
+    harness::ok,
     harness::{Outcome, Test},
     numproc::Running,
     try_or_fail,
@@ -84,7 +85,10 @@ fn sigkill_points(env: &mut Env) -> Outcome {
     try_or_fail!(ok(env, &["set", KEEPER, "--numproc", &limit, "--save"]), "set");
     try_or_fail!(ok(env, &["start", KEEPER, "--wait"]), "start the keeper");
     try_or_fail!(
-        ok(env, &["exec", KEEPER, "--", "sh", "-c", "sleep 100000 >/dev/null 2>&1 &"]),
+        ok(
+            env,
+            &["exec", KEEPER, "--", "sh", "-c", "sleep 100000 >/dev/null 2>&1 &"]
+        ),
         "a sleeper in the keeper"
     );
     let keeper_init = try_or_fail!(init_pid(env, KEEPER), "keeper's init");
@@ -113,7 +117,11 @@ fn sigkill_points(env: &mut Env) -> Outcome {
         };
         *ops.entry(args[0].to_string()).or_default() += 1;
         let mut client = try_or_fail!(
-            env.tally_command().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn(),
+            env.tally_command()
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn(),
             "running tally"
         );
         // A random point: mostly while the operation is under way (its intent, or a template's
@@ -122,7 +130,10 @@ fn sigkill_points(env: &mut Env) -> Outcome {
         let slow = if crate::harness::emulated() { 40 } else { 1 };
         if rng.below(4) > 0 {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while !under_way(&env.instance.root) && Instant::now() < deadline && client.try_wait().ok().flatten().is_none() {
+            while !under_way(&env.instance.root)
+                && Instant::now() < deadline
+                && client.try_wait().ok().flatten().is_none()
+            {
                 std::thread::sleep(Duration::from_micros(200));
             }
             // Soon after: a `set` or `stop` is under way for a few ms only (CI's 6.12 run once
@@ -158,7 +169,10 @@ fn sigkill_points(env: &mut Env) -> Outcome {
         let what = format!("kill {i} during `tally {}`", args.join(" "));
         try_or_fail!(consistent(env), what.clone());
         let now = try_or_fail!(init_pid(env, KEEPER), format!("{what}: the keeper"));
-        check!(now == keeper_init, "{what}: the keeper's init changed {keeper_init} -> {now}");
+        check!(
+            now == keeper_init,
+            "{what}: the keeper's init changed {keeper_init} -> {now}"
+        );
         let row = try_or_fail!(
             env.wait_row(KEEPER, Resource::NumProc, "held back to 2", |r| r.held == 2),
             what.clone()
@@ -169,9 +183,14 @@ fn sigkill_points(env: &mut Env) -> Outcome {
         );
         last = row;
     }
-    println!("    {kills} kills; operations killed: {ops:?}, {halfway} of them half-way; storms with tallyd down: {storms}");
+    println!(
+        "    {kills} kills; operations killed: {ops:?}, {halfway} of them half-way; storms with tallyd down: {storms}"
+    );
     check!(storms >= kills / 10, "only {storms} storms");
-    check!(halfway >= kills / 5, "only {halfway} of {kills} kills hit an operation half-way");
+    check!(
+        halfway >= kills / 5,
+        "only {halfway} of {kills} kills hit an operation half-way"
+    );
     for (ct, _) in POOL.iter().copied().chain([(KEEPER, "")]) {
         if env.instance.config_path(&CtId::parse(ct).unwrap()).exists() {
             try_or_fail!(ok(env, &["destroy", ct]), "destroy");
@@ -213,11 +232,17 @@ fn consistent(env: &Env) -> Result<()> {
     if !journal.is_empty() {
         bail!("intents left in the journal: {journal:?}");
     }
-    let tmp: Vec<String> = names(&root.join("template")).into_iter().filter(|n| n.starts_with('.')).collect();
+    let tmp: Vec<String> = names(&root.join("template"))
+        .into_iter()
+        .filter(|n| n.starts_with('.'))
+        .collect();
     if !tmp.is_empty() {
         bail!("unfinished template trees left: {tmp:?}");
     }
-    for t in names(&root.join("template")).iter().filter_map(|n| n.strip_suffix(".conf")) {
+    for t in names(&root.join("template"))
+        .iter()
+        .filter_map(|n| n.strip_suffix(".conf"))
+    {
         if !root.join("template").join(t).join("bin").exists() {
             bail!("template {t} is listed but its tree is incomplete");
         }
@@ -228,13 +253,19 @@ fn consistent(env: &Env) -> Result<()> {
         .filter(|n| CtId::parse(n).is_ok())
         .collect();
     let listed: Vec<serde_json::Value> = serde_json::from_str(&ok(env, &["list", "-a", "-j", "-o", "ctid,status"])?)?;
-    let mut listed: Vec<String> = listed.iter().filter_map(|c| Some(c["ctid"].as_str()?.to_string())).collect();
+    let mut listed: Vec<String> = listed
+        .iter()
+        .filter_map(|c| Some(c["ctid"].as_str()?.to_string()))
+        .collect();
     listed.sort();
     if listed != configured {
         bail!("tally list -a shows {listed:?}, the configs are {configured:?}");
     }
     for dir in ["private", "root"] {
-        let extra: Vec<String> = names(&root.join(dir)).into_iter().filter(|n| !configured.contains(n)).collect();
+        let extra: Vec<String> = names(&root.join(dir))
+            .into_iter()
+            .filter(|n| !configured.contains(n))
+            .collect();
         if !extra.is_empty() {
             bail!("{dir}/ has {extra:?} without a config");
         }
@@ -271,7 +302,10 @@ fn consistent(env: &Env) -> Result<()> {
         let status = ok(env, &["status", ct]).context("status")?;
         let expected_run = if running { "running" } else { "down" };
         if exists && !status.trim().ends_with(expected_run) {
-            bail!("{ct}: status {status:?} while its init is {}", if running { "up" } else { "gone" });
+            bail!(
+                "{ct}: status {status:?} while its init is {}",
+                if running { "up" } else { "gone" }
+            );
         }
     }
     Ok(())
@@ -280,7 +314,8 @@ fn consistent(env: &Env) -> Result<()> {
 /// Whether an operation is under way (or was, when tallyd was killed): an intent in the
 /// journal, or a template's temporary tree.
 fn under_way(root: &Path) -> bool {
-    std::fs::read_dir(root.join("journal")).is_ok_and(|d| d.flatten().any(|e| !e.file_name().to_string_lossy().starts_with('.')))
+    std::fs::read_dir(root.join("journal"))
+        .is_ok_and(|d| d.flatten().any(|e| !e.file_name().to_string_lossy().starts_with('.')))
         || std::fs::read_dir(root.join("template"))
             .is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().contains(".tmp-")))
 }

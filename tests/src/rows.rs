@@ -321,8 +321,15 @@ fn soft_accepts(env: &mut Env) -> Outcome {
             "accepted sockets are counted only in the full tier (BPF LSM socket_accept), as tally check says".into(),
         );
     }
-    let out = try_or_fail!(env.set(CT, &["--numtcpsock", &format!("{BARRIER}:{LIMIT}")]), "tally set");
-    check!(out.status.success(), "tally set: {}", String::from_utf8_lossy(&out.stderr));
+    let out = try_or_fail!(
+        env.set(CT, &["--numtcpsock", &format!("{BARRIER}:{LIMIT}")]),
+        "tally set"
+    );
+    check!(
+        out.status.success(),
+        "tally set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut w = try_or_fail!(
         Driven::start(env.workload_in(CT, &["accepts", &PEERS.to_string()])),
         "the listener"
@@ -335,7 +342,9 @@ fn soft_accepts(env: &mut Env) -> Outcome {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     // The peers are the test's own (host) sockets, on loopback.
     let peers: Vec<std::net::TcpStream> = try_or_fail!(
-        (0..PEERS).map(|_| std::net::TcpStream::connect(addr)).collect::<std::io::Result<_>>(),
+        (0..PEERS)
+            .map(|_| std::net::TcpStream::connect(addr))
+            .collect::<std::io::Result<_>>(),
         "connecting the peers"
     );
     try_or_fail!(w.go_on(), "starting the accepts");
@@ -377,7 +386,10 @@ fn swap_limit(env: &mut Env) -> Outcome {
     );
     let limit_pages = 16 * 256;
     let row = try_or_fail!(env.ubc_row(CT, Resource::SwapPages), "swappages");
-    check!(row.limit == limit_pages, "--swap 16M should be swappages limit {limit_pages}: {row:?}");
+    check!(
+        row.limit == limit_pages,
+        "--swap 16M should be swappages limit {limit_pages}: {row:?}"
+    );
 
     let mut w = try_or_fail!(Driven::start(env.workload_in(CT, &["hog", "40"])), "a 40 MiB workload");
     try_or_fail!(w.read::<serde_json::Value>(), "the 40 MiB workload");
@@ -398,10 +410,14 @@ fn swap_limit(env: &mut Env) -> Outcome {
     // Freed swap slots wait in per-CPU caches (64 slots each) before the kernel uncharges them.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let after = try_or_fail!(
-        env.wait_row(CT, Resource::SwapPages, "held back to (nearly) 0", |r| r.held <= 64 * cpus),
+        env.wait_row(CT, Resource::SwapPages, "held back to (nearly) 0", |r| r.held
+            <= 64 * cpus),
         "after the hog"
     );
-    check!(after.held <= limit_pages && after.maxheld <= limit_pages, "held past the limit: {after:?}");
+    check!(
+        after.held <= limit_pages && after.maxheld <= limit_pages,
+        "held past the limit: {after:?}"
+    );
     // Where the kernel tells the swap's peak (v1's memsw, v2's memory.swap.peak from 6.5), the
     // OOM kill of a container whose swap was full is swappages' failcnt; before, only
     // physpages' failcnt (the OOM kill) shows it.
@@ -574,7 +590,7 @@ fn as_check_says(env: &mut Env) -> Outcome {
 /// network namespace: data left unread over the container's loopback and a unix pair shows in
 /// tcpsndbuf/tcprcvbuf, dgramrcvbuf and othersockbuf, and is gone when the workload exits.
 fn socket_buffers(env: &mut Env) -> Outcome {
-    use crate::containers::ok;
+    use crate::harness::ok;
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     let ct = "211";
     try_or_fail!(ok(env, &["create", ct, "--ipadd", "10.77.15.2"]), "create");
@@ -629,9 +645,12 @@ fn socket_buffers(env: &mut Env) -> Outcome {
 /// numiptent: nftables rules made in the container's network namespace are counted there and
 /// only there, and leave with their table.
 fn netfilter_entries(env: &mut Env) -> Outcome {
-    use crate::containers::ok;
+    use crate::harness::ok;
     use std::os::unix::process::CommandExt;
-    let Some(nft) = ["/usr/sbin/nft", "/sbin/nft"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
+    let Some(nft) = ["/usr/sbin/nft", "/sbin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
         return Outcome::Skip("nft is not installed (cargo xtask setup installs nftables)".into());
     };
     try_or_fail!(env.start_tallyd(), "starting tallyd");
@@ -685,7 +704,10 @@ fn netfilter_entries(env: &mut Env) -> Outcome {
         env.wait_row(ct, Resource::NumIptEnt, "back to idle", |r| r.held == idle.held),
         "after the table went"
     );
-    println!("    numiptent idle {}, with 5 rules {}, after {}", idle.held, with.held, after.held);
+    println!(
+        "    numiptent idle {}, with 5 rules {}, after {}",
+        idle.held, with.held, after.held
+    );
     check!(idle == again, "reading twice changed the row: {idle:?} {again:?}");
     check!(with.held == idle.held + 5, "5 rules: {with:?} (idle {})", idle.held);
     check!(after.maxheld >= idle.held + 5, "maxheld forgot the peak: {after:?}");
@@ -705,14 +727,21 @@ fn queued_signals(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     for args in [&["create", SIG_CT][..], &["start", SIG_CT]] {
         let out = try_or_fail!(env.tally(args), "tally {args:?}");
-        check!(out.status.success(), "tally {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        check!(
+            out.status.success(),
+            "tally {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let pids = try_or_fail!(try_or_fail!(env.cgroup(SIG_CT), "cgroup").pids(), "pids");
     let userns = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/user")).map(|m| m.ino()).ok();
     let init = pids.first().copied().unwrap_or(0);
     if userns(&init.to_string()).is_none() || userns(&init.to_string()) == userns("self") {
         let row = try_or_fail!(env.ubc_row(SIG_CT, Resource::NumSigInfo), "numsiginfo");
-        check!(row.held == 0, "a container without a user namespace should show held 0: {row:?}");
+        check!(
+            row.held == 0,
+            "a container without a user namespace should show held 0: {row:?}"
+        );
         return Outcome::Elsewhere(
             "containers here run without a user namespace (the template's filesystem cannot be \
              idmapped): numsiginfo is not kept for them, as tally check says"
@@ -720,11 +749,21 @@ fn queued_signals(env: &mut Env) -> Outcome {
         );
     }
     let root = Rootfs::new(&env.instance.root, &CtId::parse(SIG_CT).unwrap()).root;
-    try_or_fail!(crate::escape::install_into(&root), "installing the workload in the container");
+    try_or_fail!(
+        crate::escape::install_into(&root),
+        "installing the workload in the container"
+    );
     let idle = try_or_fail!(env.ubc_row(SIG_CT, Resource::NumSigInfo), "numsiginfo").held;
     let mut cmd = env.tally_command();
-    cmd.args(["exec", SIG_CT, "--", "env", "LD_LIBRARY_PATH=/tally-probe/lib", "/tally-probe/tally-itest"])
-        .args(["workload", "hold", "siginfos", &QUEUED.to_string()]);
+    cmd.args([
+        "exec",
+        SIG_CT,
+        "--",
+        "env",
+        "LD_LIBRARY_PATH=/tally-probe/lib",
+        "/tally-probe/tally-itest",
+    ])
+    .args(["workload", "hold", "siginfos", &QUEUED.to_string()]);
     let mut w = try_or_fail!(Driven::start(cmd), "the workload");
     let held: Held = try_or_fail!(w.read(), "the workload's count");
     check!(held.made == QUEUED && held.refused == 0, "the workload queued {held:?}");
@@ -738,6 +777,9 @@ fn queued_signals(env: &mut Env) -> Outcome {
         env.wait_row(SIG_CT, Resource::NumSigInfo, "its idle value", |r| r.held == idle),
         "after the workload"
     );
-    check!(after.maxheld >= idle + QUEUED, "maxheld should keep the peak: {after:?}");
+    check!(
+        after.maxheld >= idle + QUEUED,
+        "maxheld should keep the peak: {after:?}"
+    );
     Outcome::Pass
 }

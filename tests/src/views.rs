@@ -178,8 +178,12 @@ fn top(env: &mut Env) -> Outcome {
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     for (ct, args) in [("601", vec!["--numproc", "6:6"]), ("602", vec!["--numproc", "50:50"])] {
         let out = try_or_fail!(env.set(ct, &args), "tally set");
-        check!(out.status.success(), "tally set: {}", String::from_utf8_lossy(&out.stderr));
-        try_or_fail!(crate::containers::ok(env, &["start", ct]), "start");
+        check!(
+            out.status.success(),
+            "tally set: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        try_or_fail!(crate::harness::ok(env, &["start", ct]), "start");
     }
     let storm = try_or_fail!(
         crate::numproc::Running::start(env.workload_in("601", &["forks", "10"])),
@@ -193,7 +197,11 @@ fn top(env: &mut Env) -> Outcome {
     try_or_fail!(ended, "ending the storm");
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{}", text.lines().take(4).collect::<Vec<_>>().join("\n"));
-    check!(out.status.success(), "tally top: {}", String::from_utf8_lossy(&out.stderr));
+    check!(
+        out.status.success(),
+        "tally top: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let screens: Vec<&str> = text.split("tally top - ").filter(|s| !s.trim().is_empty()).collect();
     check!(screens.len() == 2, "-n 2 gave {} screens:\n{text}", screens.len());
     for screen in screens {

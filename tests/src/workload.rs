@@ -351,7 +351,12 @@ fn accepts(n: usize) -> i32 {
     for _ in 0..n {
         // SAFETY: accept4(2) on our listener, without an address buffer.
         let fd = unsafe {
-            libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+            libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
         };
         if fd >= 0 {
             // SAFETY: a fresh descriptor accept4 handed to us alone.

@@ -38,7 +38,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     if !["hooks", "fork", "start", "density", "scrape", "dedup"].contains(&args.name.as_str()) {
-        bail!("unknown benchmark '{}'; available: hooks, fork, start, density, scrape, dedup", args.name);
+        bail!(
+            "unknown benchmark '{}'; available: hooks, fork, start, density, scrape, dedup",
+            args.name
+        );
     }
     setup::run()?;
     let host_only = match args.name.as_str() {

@@ -97,7 +97,21 @@ pub fn boot_with_tally(
         // Containers and tallyd need these (sock_diag for the socket-buffer rows; a real host
         // loads them on demand), and zram gives the swappages test a swap device in a VM
         // without a disk; Debian's cloud kernels build them as modules.
-        modules: ["veth", "bridge", "overlay", "nf_tables", "inet_diag", "tcp_diag", "udp_diag", "unix_diag", "zram", "lzo-rle"].iter().map(|m| m.to_string()).collect(),
+        modules: [
+            "veth",
+            "bridge",
+            "overlay",
+            "nf_tables",
+            "inet_diag",
+            "tcp_diag",
+            "udp_diag",
+            "unix_diag",
+            "zram",
+            "lzo-rle",
+        ]
+        .iter()
+        .map(|m| m.to_string())
+        .collect(),
         // TALLY_ITEST_EMULATED: timing-based checks know the CPUs are emulated.
         command: format!("cd /tmp; export PATH=/tally/bin:$PATH TALLY_ITEST_EMULATED=1; {command}"),
     };

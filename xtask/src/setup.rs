@@ -8,7 +8,18 @@ use anyhow::{bail, Context, Result};
 use crate::{root, run_cmd, vm};
 
 /// Debian packages the tests, the demo and the VM tier need.
-const APT_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "iproute2", "xz-utils", "zstd", "nftables", "debootstrap", "runc", "crun", "prometheus"];
+const APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "iproute2",
+    "xz-utils",
+    "zstd",
+    "nftables",
+    "debootstrap",
+    "runc",
+    "crun",
+    "prometheus",
+];
 const BPF_LINKER_VERSION: &str = "0.10.3";
 
 pub fn run() -> Result<()> {

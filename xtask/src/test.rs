@@ -34,6 +34,8 @@ struct TierResult {
     /// The runner's `test NAME ... FAILED (..): why` lines, repeated in the summary so that
     /// the end of a long log says what failed and why.
     failures: Vec<String>,
+    /// How long the part took, as the summary says it.
+    took: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -42,12 +44,18 @@ pub fn run(args: Args) -> Result<()> {
     setup::run()?;
     let mut results = Vec::new();
     if wants("unit") {
-        results.push(unit_tier()?);
+        let t = Instant::now();
+        let mut r = unit_tier()?;
+        r.took = format!("{:.0} s", t.elapsed().as_secs_f32());
+        results.push(r);
     }
     if wants("host") || wants("vm") {
         let bins = build_binaries()?;
         if wants("host") {
-            results.push(host_tier(&bins, &args.filter)?);
+            let t = Instant::now();
+            let mut r = host_tier(&bins, &args.filter)?;
+            r.took = format!("{:.0} s", t.elapsed().as_secs_f32());
+            results.push(r);
         }
         if wants("vm") {
             results.extend(vm_tier(&bins, &args.filter)?);
@@ -60,10 +68,10 @@ pub fn run(args: Args) -> Result<()> {
         let c = &r.counts;
         match &r.problem {
             None => println!(
-                "{:<34} {} passed, {} failed, {} skipped",
-                r.label, c.passed, c.failed, c.skipped
+                "{:<34} {} passed, {} failed, {} skipped  ({})",
+                r.label, c.passed, c.failed, c.skipped, r.took
             ),
-            Some(p) => println!("{:<34} FAILED: {p}", r.label),
+            Some(p) => println!("{:<34} FAILED: {p}  ({})", r.label, r.took),
         }
         for f in &r.failures {
             println!("    {f}");
@@ -121,6 +129,7 @@ fn unit_tier() -> Result<TierResult> {
         counts,
         problem,
         failures,
+        took: String::new(),
     })
 }
 
@@ -134,6 +143,7 @@ fn host_tier(bins: &Path, filter: &str) -> Result<TierResult> {
             counts: Counts::default(),
             problem: Some("the host tier needs root".into()),
             failures: Vec::new(),
+            took: String::new(),
         });
     }
     let mut cmd = Command::new(bins.join("tally-itest"));
@@ -151,54 +161,105 @@ fn host_tier(bins: &Path, filter: &str) -> Result<TierResult> {
     Ok(parse_run(label, &text))
 }
 
-/// One boot per kernel; inside, the suite runs twice: with tallyd's own tier choice (full:
-/// no test may skip) and forced to the fallback tier (cgroup v2 controllers enforce).
+/// One boot per kernel, the kernels side by side (each guest's TCG is one host thread, so
+/// two guests keep this machine's two cores busy where one after the other left one idle);
+/// inside, the suite runs twice: with tallyd's own tier choice (full: no test may skip) and
+/// forced to the fallback tier (cgroup v2 controllers enforce).
 fn vm_tier(bins: &Path, filter: &str) -> Result<Vec<TierResult>> {
     let cache = root().join("target/tally-vm");
     let kernels = vm::ensure_kernels(&cache)?;
+    let boots: Vec<(String, Vec<TierResult>)> = std::thread::scope(|s| {
+        let running: Vec<_> = kernels
+            .iter()
+            .map(|kernel| s.spawn(move || one_vm(kernel, bins, filter)))
+            .collect();
+        running
+            .into_iter()
+            .zip(&kernels)
+            .map(|(h, kernel)| {
+                h.join().unwrap_or_else(|_| {
+                    (
+                        String::new(),
+                        vec![TierResult {
+                            label: format!("vm {}", kernel.name),
+                            counts: Counts::default(),
+                            problem: Some("the VM's thread panicked".into()),
+                            failures: Vec::new(),
+                            took: String::new(),
+                        }],
+                    )
+                })
+            })
+            .collect()
+    });
     let mut results = Vec::new();
-    for kernel in &kernels {
-        println!("== VM tier: {} ({})", kernel.name, kernel.release);
-        let expectation = expect::for_release(&kernel.release);
-        let expect_env = match &expectation {
-            Some(e) => format!("export TALLY_EXPECT_TIER={};", e.tier),
-            None => String::new(),
-        };
-        let started = Instant::now();
-        let command = format!(
-            "{expect_env} echo '== run full'; TALLY_ITEST_NO_SKIP=1 tally-itest '{filter}'; a=$?; \
-             echo '== run fallback'; TALLY_ITEST_TIER=fallback tally-itest '{filter}'; b=$?; exit $((a|b))"
-        );
-        let boot = boot_with_tally(kernel, bins, &command, "tally-itest");
-        let secs = started.elapsed().as_secs_f32();
-        match boot {
-            Ok(b) => {
-                print!("{}", b.output);
-                println!(
-                    "(booted under {}, {secs:.0} s; console log {})",
-                    b.accel,
-                    b.console_log.display()
-                );
-                for (section, tier) in [("== run full", "full"), ("== run fallback", "fallback")] {
-                    let text = b
-                        .output
-                        .split(section)
-                        .nth(1)
-                        .map(|t| t.split("== run ").next().unwrap_or(t))
-                        .unwrap_or("");
-                    let label = format!("vm {} tallyd {tier}", kernel.name);
-                    results.push(parse_run(label, text));
-                }
-            }
-            Err(e) => results.push(TierResult {
-                label: format!("vm {}", kernel.name),
-                counts: Counts::default(),
-                problem: Some(format!("boot failed: {e:#}")),
-                failures: Vec::new(),
-            }),
-        }
+    // Each guest's output whole, one after the other.
+    for (output, runs) in boots {
+        print!("{output}");
+        results.extend(runs);
     }
     Ok(results)
+}
+
+/// Boots one kernel for both runs; returns what to print and the two runs' results.
+fn one_vm(kernel: &vm::Kernel, bins: &Path, filter: &str) -> (String, Vec<TierResult>) {
+    let mut printed = format!("== VM tier: {} ({})\n", kernel.name, kernel.release);
+    let expectation = expect::for_release(&kernel.release);
+    let expect_env = match &expectation {
+        Some(e) => format!("export TALLY_EXPECT_TIER={};", e.tier),
+        None => String::new(),
+    };
+    let started = Instant::now();
+    let command = format!(
+        "{expect_env} echo '== run full'; TALLY_ITEST_NO_SKIP=1 tally-itest '{filter}'; a=$?; \
+         echo '== run fallback'; TALLY_ITEST_TIER=fallback tally-itest '{filter}'; b=$?; exit $((a|b))"
+    );
+    let boot = boot_with_tally(kernel, bins, &command, "tally-itest");
+    let secs = started.elapsed().as_secs_f32();
+    let mut results = Vec::new();
+    match boot {
+        Ok(b) => {
+            printed.push_str(&b.output);
+            printed.push_str(&format!(
+                "(booted under {}, {secs:.0} s; console log {})\n",
+                b.accel,
+                b.console_log.display()
+            ));
+            for (section, tier) in [("== run full", "full"), ("== run fallback", "fallback")] {
+                let text = b
+                    .output
+                    .split(section)
+                    .nth(1)
+                    .map(|t| t.split("== run ").next().unwrap_or(t))
+                    .unwrap_or("");
+                let label = format!("vm {} tallyd {tier}", kernel.name);
+                let mut r = parse_run(label, text);
+                r.took = format!("tests {:.0} s of a {secs:.0} s boot", test_seconds(text));
+                results.push(r);
+            }
+        }
+        Err(e) => results.push(TierResult {
+            label: format!("vm {}", kernel.name),
+            counts: Counts::default(),
+            problem: Some(format!("boot failed: {e:#}")),
+            failures: Vec::new(),
+            took: format!("{secs:.0} s"),
+        }),
+    }
+    (printed, results)
+}
+
+/// The sum of the `(12.3s)` a run prints after each test.
+fn test_seconds(text: &str) -> f32 {
+    text.lines()
+        .filter(|l| l.starts_with("test "))
+        .filter_map(|l| {
+            // "test NAME ... ok (12.3s)", "test NAME ... FAILED (12.3s): why"
+            let after = l.split(" ... ").nth(1)?;
+            let open = after.find('(')?;
+            after[open + 1..].split("s)").next()?.parse::<f32>().ok()
+        })
+        .sum()
 }
 
 /// Reads a tally-itest run's closing `N passed, N failed, N skipped` line.
@@ -225,12 +286,14 @@ fn parse_run(label: String, text: &str) -> TierResult {
             counts,
             problem: None,
             failures,
+            took: String::new(),
         },
         None => TierResult {
             label,
             counts: Counts::default(),
             problem: Some("the run reported no result line".into()),
             failures,
+            took: String::new(),
         },
     }
 }

@@ -294,8 +294,9 @@ mod tests {
             assert!(charge_bucket(object) < CHARGE_BUCKETS);
         }
         // Neighbouring slab objects spread over buckets instead of piling into one.
-        let buckets: std::collections::HashSet<u32> =
-            (0..4096u64).map(|i| charge_bucket(0xffff_8881_0000_0000 + i * 256)).collect();
+        let buckets: std::collections::HashSet<u32> = (0..4096u64)
+            .map(|i| charge_bucket(0xffff_8881_0000_0000 + i * 256))
+            .collect();
         assert!(buckets.len() > 4000, "{} buckets for 4096 neighbours", buckets.len());
     }
 }

@@ -1,5 +1,6 @@
 //! The REST/JSON API on the Unix socket (routes: tally::api). Handlers run the blocking host
-//! operations on the blocking pool, one at a time (the Host sits behind a mutex).
+//! operations on the blocking pool, side by side: an operation that changes a container
+//! holds only that container's lock (a second one on it gets `locked`), reads hold none.
 
 use std::{
     collections::BTreeMap,
@@ -22,12 +23,12 @@ use tally::{
         ApiError, Attach, ContainerView, CreateRequest, EventView, ExitCode, FileReadView, SetLimits, Status, Stop,
         TemplateInfo,
     },
-    ct::{rootfs::Rootfs, template::TemplateError, ConfigError, CtId, Host, HostError},
+    ct::{rootfs::Rootfs, CtId, Host, HostError},
     kernel::reads,
     ubc::{parse_barrier_limit, Resource},
 };
 
-type Shared = Arc<Mutex<Host>>;
+type Shared = Arc<Host>;
 
 #[derive(Clone)]
 struct AppState {
@@ -55,15 +56,7 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
         .route("/v1/containers/{ctid}/status", get(on_ct(|h, ct| h.status(ct))))
         .route("/v1/containers/{ctid}/start", post(on_ct(|h, ct| h.start(ct))))
         .route("/v1/containers/{ctid}/stop", post(stop))
-        .route(
-            "/v1/containers/{ctid}/restart",
-            post(on_ct(|h, ct| {
-                if h.status(ct)?.running {
-                    h.stop(ct, false)?;
-                }
-                h.start(ct)
-            })),
-        )
+        .route("/v1/containers/{ctid}/restart", post(on_ct(|h, ct| h.restart(ct))))
         .route("/v1/containers/{ctid}/mount", post(on_ct(|h, ct| h.mount(ct))))
         .route("/v1/containers/{ctid}/umount", post(on_ct(|h, ct| h.umount(ct))))
         .route("/v1/containers/{ctid}/limits", put(set_limits))
@@ -73,9 +66,15 @@ pub async fn serve(host: Shared, events: Arc<Mutex<EventLog>>, socket: PathBuf, 
         .route("/v1/containers/{ctid}/join", get(on_ct(|h, ct| h.join_plan(ct))))
         .route("/v1/events", get(recent_events))
         .route("/v1/containers/{ctid}/reads", get(container_reads))
-        .route("/v1/cache", get(|State(s): State<AppState>| async move { with_host(s.host, |h| h.cache_status()).await.map(Json) }))
+        .route(
+            "/v1/cache",
+            get(|State(s): State<AppState>| async move { with_host(s.host, |h| h.cache_status()).await.map(Json) }),
+        )
         .route("/v1/cache/promote", post(cache_promote))
-        .route("/v1/cache/gc", post(|State(s): State<AppState>| async move { with_host(s.host, |h| h.cache_gc()).await.map(Json) }))
+        .route(
+            "/v1/cache/gc",
+            post(|State(s): State<AppState>| async move { with_host(s.host, |h| h.cache_gc()).await.map(Json) }),
+        )
         .route(
             "/v1/cache/drop",
             post(|State(s): State<AppState>| async move {
@@ -157,28 +156,7 @@ fn failure(code: ExitCode, message: impl ToString) -> Failure {
 
 impl From<HostError> for Failure {
     fn from(e: HostError) -> Self {
-        let code = match &e {
-            HostError::NoSuchContainer(_) => ExitCode::NoSuchContainer,
-            HostError::Shortage { .. } => ExitCode::ResourceShortage,
-            HostError::Config(ConfigError::Value { .. } | ConfigError::Syntax { .. }) => ExitCode::BadValue,
-            HostError::Config(ConfigError::Io { .. }) => ExitCode::ConfigSaveFailed,
-            HostError::Exists(_) => ExitCode::Exists,
-            HostError::NotRunning(_) => ExitCode::NotRunning,
-            HostError::Running(_) => ExitCode::Running,
-            HostError::Mounted(_) => ExitCode::Mounted,
-            HostError::StopFailed { .. } => ExitCode::StopFailed,
-            HostError::BadHostname(_) | HostError::BadAddress(_) | HostError::BadBridge(_) => ExitCode::BadValue,
-            HostError::NoSample(..) => ExitCode::BadValue,
-            HostError::AddressInUse { .. } => ExitCode::AddressInUse,
-            HostError::Template(
-                TemplateError::NotFound(_) | TemplateError::BadName(_) | TemplateError::UnknownDistribution(_),
-            ) => ExitCode::NoTemplate,
-            HostError::Template(TemplateError::Import { .. }) => ExitCode::BadValue,
-            HostError::Template(TemplateError::Exists(_)) => ExitCode::Exists,
-            HostError::Launch(_) => ExitCode::StartFailed,
-            _ => ExitCode::SystemError,
-        };
-        failure(code, e)
+        failure(e.exit_code(), e)
     }
 }
 
@@ -194,15 +172,12 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
 /// Runs a host operation on the blocking pool.
 async fn with_host<T: Send + 'static>(
     host: Shared,
-    op: impl FnOnce(&mut Host) -> Result<T, HostError> + Send + 'static,
+    op: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
 ) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(move || {
-        let mut host = host.lock().unwrap_or_else(|p| p.into_inner());
-        op(&mut host)
-    })
-    .await
-    .map_err(|e| failure(ExitCode::SystemError, e))?
-    .map_err(Failure::from)
+    tokio::task::spawn_blocking(move || op(&host))
+        .await
+        .map_err(|e| failure(ExitCode::SystemError, e))?
+        .map_err(Failure::from)
 }
 
 /// A handler for a route that takes only the container id: checks the id, runs `op` on the
@@ -219,7 +194,7 @@ fn on_ct<T, F>(
        + 'static
 where
     T: serde::Serialize + Send + 'static,
-    F: Fn(&mut Host, &CtId) -> Result<T, HostError> + Clone + Send + Sync + 'static,
+    F: Fn(&Host, &CtId) -> Result<T, HostError> + Clone + Send + Sync + 'static,
 {
     move |State(AppState { host, .. }), Path(raw)| {
         let op = op.clone();
@@ -335,7 +310,7 @@ async fn cache_promote(State(AppState { host, .. }): State<AppState>) -> Result<
 }
 
 /// Promotion from the pinned read statistics.
-fn promote_from_kernel(h: &mut Host) -> Result<usize, HostError> {
+fn promote_from_kernel(h: &Host) -> Result<usize, HostError> {
     let reads = tally::kernel::reads::file_reads(&h.instance.pins())
         .map_err(|e| HostError::Io {
             path: h.instance.pins().root.clone(),
@@ -355,11 +330,15 @@ fn promote_from_kernel(h: &mut Host) -> Result<usize, HostError> {
 /// 0 turns it off).
 pub async fn cache_rounds(host: Shared) {
     loop {
-        let interval = {
-            let h = host.lock().unwrap_or_else(|p| p.into_inner());
-            tally::ct::cache::Settings::load(&h.instance.root).map(|s| s.interval).unwrap_or(300)
-        };
-        tokio::time::sleep(std::time::Duration::from_secs(if interval == 0 { 60 } else { interval })).await;
+        let interval = tally::ct::cache::Settings::load(&host.instance.root)
+            .map(|s| s.interval)
+            .unwrap_or(300);
+        tokio::time::sleep(std::time::Duration::from_secs(if interval == 0 {
+            60
+        } else {
+            interval
+        }))
+        .await;
         if interval == 0 {
             continue;
         }
@@ -427,7 +406,9 @@ async fn container_reads(
         Ok(top
             .into_iter()
             .map(|read| FileReadView {
-                path: paths.get(&(read.dev, read.ino)).map(|rel| std::path::Path::new("/").join(rel)),
+                path: paths
+                    .get(&(read.dev, read.ino))
+                    .map(|rel| std::path::Path::new("/").join(rel)),
                 read,
             })
             .collect())
@@ -493,7 +474,12 @@ mod openapi {
     fn schema_fields(name: &str) -> BTreeSet<String> {
         let doc = doc();
         let props = &doc["components"]["schemas"][name]["properties"];
-        props.as_object().unwrap_or_else(|| panic!("schema {name}")).keys().cloned().collect()
+        props
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {name}"))
+            .keys()
+            .cloned()
+            .collect()
     }
 
     #[test]
@@ -520,7 +506,10 @@ mod openapi {
                     path: None,
                 }),
             ),
-            ("CacheStatus", serde_json::to_value(tally::ct::cache::CacheStatus::default())),
+            (
+                "CacheStatus",
+                serde_json::to_value(tally::ct::cache::CacheStatus::default()),
+            ),
             ("CacheStats", serde_json::to_value(tally::ct::cache::Stats::default())),
             ("GcReport", serde_json::to_value(tally::ct::cache::GcReport::default())),
             (

@@ -49,7 +49,7 @@ fn wall_ms(monotonic_ns: u64) -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn collect(pins: PinLayout, host: Arc<Mutex<Host>>, log: Arc<Mutex<EventLog>>) {
+pub async fn collect(pins: PinLayout, host: Arc<Host>, log: Arc<Mutex<EventLog>>) {
     let mut reader = match EventReader::open(&pins) {
         Ok(r) => r,
         Err(e) => {
@@ -66,7 +66,7 @@ pub async fn collect(pins: PinLayout, host: Arc<Mutex<Host>>, log: Arc<Mutex<Eve
             }
         };
         for hit in batch {
-            let ctid = host.lock().unwrap_or_else(|p| p.into_inner()).ctid_of(hit.cgroup_id);
+            let ctid = host.ctid_of(hit.cgroup_id);
             let resource = Resource::ALL
                 .get(hit.resource as usize)
                 .map_or("?", |r| r.name())

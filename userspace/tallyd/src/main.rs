@@ -56,9 +56,8 @@ fn main() -> Result<()> {
     if argv.nth(1).as_deref() == Some(tally::ct::launch::LAUNCHER_ARG) {
         tally::ct::launch::launcher_main(&argv.next().unwrap_or_default());
     }
-    // Host operations run one at a time (the Host sits behind a mutex), on whichever thread of
-    // the blocking pool: glibc's arena per thread (up to 8 per core) would only keep freed
-    // memory apart, some 130 kB each. Two arenas.
+    // Host operations run on whichever thread of the blocking pool: glibc's arena per thread
+    // (up to 8 per core) would only keep freed memory apart, some 130 kB each. Two arenas.
     // SAFETY: mallopt changes malloc's tuning; no other thread exists yet.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -90,7 +89,7 @@ fn main() -> Result<()> {
 
     // Container inits are reparented to tallyd when their launcher exits, so tallyd reaps them.
     nix::sys::prctl::set_child_subreaper(true).context("PR_SET_CHILD_SUBREAPER")?;
-    let mut host = Host::open(instance, tier)?;
+    let host = Host::open(instance, tier)?;
     let adopted = host.adopt_all()?;
     log::info!("{} container(s) re-applied", adopted.len());
     // Parsing the kernel's BTF (probe, load, attach) grew the heap by some 45 MB, all freed by
@@ -103,7 +102,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let pins = host.instance.pins();
-    let host = Arc::new(std::sync::Mutex::new(host));
+    let host = Arc::new(host);
     let event_log = Arc::new(std::sync::Mutex::new(events::EventLog::default()));
     let exporter = match metrics::bind(args.metrics.as_deref().unwrap_or(metrics::DEFAULT_ADDR)) {
         Err(e) if args.metrics.is_none() => {

@@ -4,10 +4,7 @@
 //! per-container top files by bytes read, and tallyd's own health (map fill, failures inside
 //! programs, the scrape's duration).
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use anyhow::{Context, Result};
 use axum::{http::header, response::IntoResponse, routing::get, Router};
@@ -42,7 +39,7 @@ pub fn bind(addr: &str) -> Result<Option<std::net::TcpListener>> {
 
 /// What a scrape reads from.
 pub struct Exporter {
-    pub host: Arc<Mutex<Host>>,
+    pub host: Arc<Host>,
     pub pins: PinLayout,
     pub tier: Tier,
 }
@@ -128,7 +125,10 @@ impl Family {
             return;
         }
         let help = self.help.replace('\\', "\\\\").replace('\n', "\\n");
-        out.push_str(&format!("# HELP {} {help}\n# TYPE {} {}\n", self.name, self.name, self.kind));
+        out.push_str(&format!(
+            "# HELP {} {help}\n# TYPE {} {}\n",
+            self.name, self.name, self.kind
+        ));
         out.push_str(&body);
     }
 }
@@ -168,7 +168,8 @@ const CADVISOR: &[&str] = &["id", "name"];
 impl Families {
     fn new() -> Result<Families> {
         let gauge = |name: &str, help: &str, labels: &'static [&'static str]| Family::new(name, help, "gauge", labels);
-        let counter = |name: &str, help: &str, labels: &'static [&'static str]| Family::new(name, help, "counter", labels);
+        let counter =
+            |name: &str, help: &str, labels: &'static [&'static str]| Family::new(name, help, "counter", labels);
         let row: &'static [&'static str] = &["ctid", "resource"];
         let unit = "in the row's unit (/proc/user_beancounters: pages, bytes or objects)";
         let network = |what: &str, dir: &str, help: &str| -> [Family; 2] {
@@ -188,14 +189,38 @@ impl Families {
             running: gauge("tally_container_running", "1 when the container's init runs", CT),
             processes: gauge("tally_container_processes", "Processes in the container's cgroup", CT),
             cpu: [
-                counter("tally_container_cpu_seconds_total", "CPU time of the container (cgroup cpu.stat)", CT),
-                counter("container_cpu_usage_seconds_total", "CPU time of the container (cgroup cpu.stat)", CADVISOR),
+                counter(
+                    "tally_container_cpu_seconds_total",
+                    "CPU time of the container (cgroup cpu.stat)",
+                    CT,
+                ),
+                counter(
+                    "container_cpu_usage_seconds_total",
+                    "CPU time of the container (cgroup cpu.stat)",
+                    CADVISOR,
+                ),
             ],
-            cpu_user: counter("container_cpu_user_seconds_total", "User CPU time of the container", CADVISOR),
-            cpu_system: counter("container_cpu_system_seconds_total", "System CPU time of the container", CADVISOR),
+            cpu_user: counter(
+                "container_cpu_user_seconds_total",
+                "User CPU time of the container",
+                CADVISOR,
+            ),
+            cpu_system: counter(
+                "container_cpu_system_seconds_total",
+                "System CPU time of the container",
+                CADVISOR,
+            ),
             memory_usage: [
-                gauge("tally_container_memory_usage_bytes", "Memory charged to the container", CT),
-                gauge("container_memory_usage_bytes", "Memory charged to the container", CADVISOR),
+                gauge(
+                    "tally_container_memory_usage_bytes",
+                    "Memory charged to the container",
+                    CT,
+                ),
+                gauge(
+                    "container_memory_usage_bytes",
+                    "Memory charged to the container",
+                    CADVISOR,
+                ),
             ],
             memory_working_set: [
                 gauge(
@@ -203,10 +228,18 @@ impl Families {
                     "Memory usage less inactive file pages",
                     CT,
                 ),
-                gauge("container_memory_working_set_bytes", "Memory usage less inactive file pages", CADVISOR),
+                gauge(
+                    "container_memory_working_set_bytes",
+                    "Memory usage less inactive file pages",
+                    CADVISOR,
+                ),
             ],
             memory_rss: gauge("container_memory_rss", "Anonymous memory of the container", CADVISOR),
-            memory_cache: gauge("container_memory_cache", "Page cache charged to the container", CADVISOR),
+            memory_cache: gauge(
+                "container_memory_cache",
+                "Page cache charged to the container",
+                CADVISOR,
+            ),
             memory_swap: gauge("container_memory_swap", "Swap used by the container", CADVISOR),
             network: [
                 network("bytes", "receive", "Bytes received"),
@@ -308,10 +341,16 @@ impl Families {
             }
             self.memory_rss.sample(&[id, ct], int(stat(["anon", "total_rss"])));
             self.memory_cache.sample(&[id, ct], int(stat(["file", "total_cache"])));
-            self.memory_swap.sample(&[id, ct], int(memory.swap_current.unwrap_or(0)));
+            self.memory_swap
+                .sample(&[id, ct], int(memory.swap_current.unwrap_or(0)));
         }
 
-        let values = [traffic.rx_bytes, traffic.tx_bytes, traffic.rx_packets, traffic.tx_packets];
+        let values = [
+            traffic.rx_bytes,
+            traffic.tx_bytes,
+            traffic.rx_packets,
+            traffic.tx_packets,
+        ];
         for (pair, value) in self.network.iter().zip(values) {
             for (family, labels) in pair.iter().zip(both) {
                 family.sample(labels, value);
@@ -350,12 +389,8 @@ fn cpu_stat(cgroup: &ContainerCgroup) -> CpuSeconds {
 }
 
 impl Exporter {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Host> {
-        self.host.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// One scrape, as text. The host is locked once per container, not for the whole scrape,
-    /// so that API requests go on meanwhile.
+    /// One scrape, as text. It takes no container's lock: it reads what the system holds, as
+    /// API reads do, whatever operation is under way.
     fn scrape(&self) -> Result<String> {
         let started = Instant::now();
         let families = Families::new()?;
@@ -365,15 +400,12 @@ impl Exporter {
         traffic.forget_unregistered(&beancounters)?;
         let file_reads = reads::file_reads(&self.pins)?;
 
-        let (instance, ids) = {
-            let host = self.lock();
-            (host.instance.name.clone(), host.configured()?)
-        };
-        let root = self.lock().instance.root.clone();
+        let host = &self.host;
+        let (instance, ids) = (host.instance.name.clone(), host.configured()?);
+        let root = host.instance.root.clone();
         let mut unreadable = 0;
         for ct in &ids {
             let read = || -> Result<(ContainerView, Option<tally::cgroup::MemoryUsage>, ContainerCgroup)> {
-                let host = self.lock();
                 let (view, memory) = host.view_and_memory(ct)?;
                 Ok((view, memory, host.cgroup(ct)?))
             };
@@ -381,7 +413,10 @@ impl Exporter {
                 Ok((view, memory, cgroup)) => {
                     let rows = traffic.traffic(view.cgroup_id)?;
                     families.container(&view, &cgroup, memory.as_ref(), &rows, &cadvisor_id(&instance, ct));
-                    families.file_reads(view.ctid.as_str(), &reads::top_files(&file_reads, view.cgroup_id, TOP_FILES));
+                    families.file_reads(
+                        view.ctid.as_str(),
+                        &reads::top_files(&file_reads, view.cgroup_id, TOP_FILES),
+                    );
                 }
                 // Destroyed between the listing and now, or its cgroup gone: not reported.
                 Err(e) => {
@@ -425,11 +460,17 @@ impl Exporter {
         )?;
 
         let entries = IntGaugeVec::new(
-            Opts::new("tally_bpf_map_entries", "Entries in tally's BPF maps of containers and charge records"),
+            Opts::new(
+                "tally_bpf_map_entries",
+                "Entries in tally's BPF maps of containers and charge records",
+            ),
             &["map"],
         )?;
         let capacity = IntGaugeVec::new(
-            Opts::new("tally_bpf_map_capacity", "Capacity of tally's BPF maps of containers and charge records"),
+            Opts::new(
+                "tally_bpf_map_capacity",
+                "Capacity of tally's BPF maps of containers and charge records",
+            ),
             &["map"],
         )?;
         for fill in map_fill(&self.pins)? {
@@ -481,17 +522,42 @@ fn cache_metrics(registry: &Registry, root: &std::path::Path) -> Result<()> {
     let settings = tally::ct::cache::Settings::load(root)?;
     let stats = tally::ct::cache::Store::new(root, settings.cap).stats()?;
     for (name, help, value, counter) in [
-        ("tally_cache_objects", "Files in the dedup cache's store", stats.objects, false),
-        ("tally_cache_bytes", "Bytes in the dedup cache's store", stats.bytes, false),
-        ("tally_cache_cap_bytes", "The store's cap (PFCACHE_SIZE)", stats.cap, false),
+        (
+            "tally_cache_objects",
+            "Files in the dedup cache's store",
+            stats.objects,
+            false,
+        ),
+        (
+            "tally_cache_bytes",
+            "Bytes in the dedup cache's store",
+            stats.bytes,
+            false,
+        ),
+        (
+            "tally_cache_cap_bytes",
+            "The store's cap (PFCACHE_SIZE)",
+            stats.cap,
+            false,
+        ),
         (
             "tally_cache_page_cache_saved_bytes",
             "Page cache the shared copies save: each object's size times its links into containers less one",
             stats.page_cache_saved_bytes,
             false,
         ),
-        ("tally_cache_promotions_total", "Container copies promoted to shared links", stats.promotions, true),
-        ("tally_cache_evictions_total", "Objects evicted to keep the store under its cap", stats.evictions, true),
+        (
+            "tally_cache_promotions_total",
+            "Container copies promoted to shared links",
+            stats.promotions,
+            true,
+        ),
+        (
+            "tally_cache_evictions_total",
+            "Objects evicted to keep the store under its cap",
+            stats.evictions,
+            true,
+        ),
         (
             "tally_cache_corrupt_dropped_total",
             "Objects that no longer matched their names, dropped (never served)",

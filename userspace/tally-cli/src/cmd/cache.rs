@@ -41,7 +41,10 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
             } else {
                 serde_json::to_value(&s)
             };
-            println!("{}", serde_json::to_string_pretty(&value.expect("serializable")).expect("serializable"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value.expect("serializable")).expect("serializable")
+            );
         }
         Args::Status { .. } | Args::Stats { .. } => {
             let s: CacheStatus = client.get("/v1/cache").await?;
@@ -67,7 +70,10 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
         }
         Args::Promote => {
             let v: serde_json::Value = client.post("/v1/cache/promote", &serde_json::json!({})).await?;
-            println!("{} container copies promoted (linked at each container's next start)", v["promoted"]);
+            println!(
+                "{} container copies promoted (linked at each container's next start)",
+                v["promoted"]
+            );
         }
         Args::Gc => {
             let r: GcReport = client.post("/v1/cache/gc", &serde_json::json!({})).await?;

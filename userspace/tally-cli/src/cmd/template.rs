@@ -49,7 +49,11 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
             }
             Ok(0)
         }
-        Args::Import { name, file, halt_signal } => {
+        Args::Import {
+            name,
+            file,
+            halt_signal,
+        } => {
             let archive = std::path::absolute(&file)
                 .map_err(|e| Failure::new(crate::ExitCode::BadArgument, format!("{}: {e}", file.display())))?;
             let t: TemplateInfo = client
@@ -62,18 +66,34 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
                     },
                 )
                 .await?;
-            println!("Template {} imported at {} (halt: {})", t.name, t.rootfs.display(), t.halt_signal);
+            println!(
+                "Template {} imported at {} (halt: {})",
+                t.name,
+                t.rootfs.display(),
+                t.halt_signal
+            );
             Ok(0)
         }
         Args::Create { dist, mirror, debs } => {
             let debs = debs
-                .map(|d| std::path::absolute(&d).map_err(|e| Failure::new(crate::ExitCode::BadArgument, format!("{}: {e}", d.display()))))
+                .map(|d| {
+                    std::path::absolute(&d)
+                        .map_err(|e| Failure::new(crate::ExitCode::BadArgument, format!("{}: {e}", d.display())))
+                })
                 .transpose()?;
             eprintln!("Running debootstrap for {dist} (this takes minutes)...");
             let t: TemplateInfo = client
-                .post("/v1/templates/create", &tally::api::CreateTemplate { dist, mirror, debs })
+                .post(
+                    "/v1/templates/create",
+                    &tally::api::CreateTemplate { dist, mirror, debs },
+                )
                 .await?;
-            println!("Template {} created at {} (halt: {})", t.name, t.rootfs.display(), t.halt_signal);
+            println!(
+                "Template {} created at {} (halt: {})",
+                t.name,
+                t.rootfs.display(),
+                t.halt_signal
+            );
             Ok(0)
         }
     }

@@ -77,14 +77,24 @@ fn line(v: &ContainerView, previous: &BTreeMap<(String, Resource), u64>, k: usiz
 }
 
 fn render(lines: &[Line], colour: bool) -> String {
-    let mut out = format!("{:<12} {:<8} {:>5} {:>6}  ROWS NEAREST TO THEIR BARRIERS (held/barrier use%, failcnt +rise)\n", "CTID", "STATUS", "NPROC", "NEAR%");
+    let mut out = format!(
+        "{:<12} {:<8} {:>5} {:>6}  ROWS NEAREST TO THEIR BARRIERS (held/barrier use%, failcnt +rise)\n",
+        "CTID", "STATUS", "NPROC", "NEAR%"
+    );
     for l in lines {
         let rows: Vec<String> = l
             .rows
             .iter()
             .map(|(r, b, u, rise)| {
                 let pct = u.map_or_else(|| "-".to_string(), |u| format!("{:.0}%", u * 100.0));
-                let text = format!("{} {}/{} {pct} fc {}{}", r.name(), b.held, show(b.barrier), b.failcnt, if *rise > 0 { format!(" +{rise}") } else { String::new() });
+                let text = format!(
+                    "{} {}/{} {pct} fc {}{}",
+                    r.name(),
+                    b.held,
+                    show(b.barrier),
+                    b.failcnt,
+                    if *rise > 0 { format!(" +{rise}") } else { String::new() }
+                );
                 if colour && (*rise > 0 || u.is_some_and(|u| u >= 0.9)) {
                     format!("\x1b[1;31m{text}\x1b[0m")
                 } else {
@@ -114,7 +124,10 @@ fn show(v: u64) -> String {
 
 pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
     if !(args.delay.is_finite() && args.delay > 0.0) {
-        return Err(Failure::new(crate::ExitCode::BadArgument, format!("bad delay {}", args.delay)));
+        return Err(Failure::new(
+            crate::ExitCode::BadArgument,
+            format!("bad delay {}", args.delay),
+        ));
     }
     let colour = !args.batch && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut previous: BTreeMap<(String, Resource), u64> = BTreeMap::new();
@@ -148,7 +161,12 @@ pub async fn run(client: &Client, args: Args) -> Result<i32, Failure> {
         }
         previous = views
             .iter()
-            .flat_map(|v| Resource::ALL.iter().zip(&v.beancounters).map(move |(r, b)| ((v.ctid.to_string(), *r), b.failcnt)))
+            .flat_map(|v| {
+                Resource::ALL
+                    .iter()
+                    .zip(&v.beancounters)
+                    .map(move |(r, b)| ((v.ctid.to_string(), *r), b.failcnt))
+            })
             .collect();
         screens += 1;
         if args.iterations.is_some_and(|n| screens >= n) {

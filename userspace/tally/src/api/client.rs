@@ -67,18 +67,17 @@ impl Client {
         body: Option<&B>,
     ) -> Result<R, ClientError> {
         let proto = |e: &dyn std::fmt::Display| ClientError::Protocol(e.to_string());
-        let stream =
-            tokio::net::UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| match source.kind() {
-                    std::io::ErrorKind::PermissionDenied => ClientError::Denied {
-                        path: self.socket.clone(),
-                    },
-                    _ => ClientError::Unreachable {
-                        path: self.socket.clone(),
-                        source,
-                    },
-                })?;
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::PermissionDenied => ClientError::Denied {
+                    path: self.socket.clone(),
+                },
+                _ => ClientError::Unreachable {
+                    path: self.socket.clone(),
+                    source,
+                },
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| proto(&e))?;

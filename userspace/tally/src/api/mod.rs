@@ -23,13 +23,15 @@
 
 mod client;
 mod exit;
+mod id;
 
 use std::collections::BTreeMap;
 
 pub use client::{Client, ClientError};
 pub use exit::ExitCode;
+pub use id::{CtId, CtIdError};
 
-pub use crate::ct::{template::TemplateInfo, ContainerView, CreateRequest, JoinPlan, Status};
+use crate::ubc::Beancounter;
 
 pub const DEFAULT_SOCKET: &str = "/run/tally/tally.sock";
 
@@ -117,7 +119,7 @@ pub struct EventView {
     /// Increasing; `after` in the query takes only newer ones.
     pub id: u64,
     /// The container, when it still exists.
-    pub ctid: Option<crate::ct::CtId>,
+    pub ctid: Option<CtId>,
     pub cgroup_id: u64,
     pub resource: String,
     /// The row's failcnt after this refusal; its rise since the previous event of the same
@@ -127,4 +129,96 @@ pub struct EventView {
     pub barrier: u64,
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub time_ms: u64,
+}
+
+/// A container's rows and where it lives, as the API reports it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ContainerView {
+    pub ctid: CtId,
+    #[serde(default)]
+    pub status: Status,
+    /// OSTEMPLATE, HOSTNAME, IP_ADDRESS from the config (empty when unset).
+    #[serde(default)]
+    pub ostemplate: String,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub ip_address: Vec<String>,
+    pub cgroup_id: u64,
+    pub pids: Vec<u32>,
+    /// Kernel order, RESOURCE_COUNT rows.
+    pub beancounters: Vec<Beancounter>,
+}
+
+/// What a process needs to join a running container by itself (`tally exec`): the init whose
+/// namespaces it enters, the cgroup2 directory to be forked into (clone3's CLONE_INTO_CGROUP)
+/// and the `tasks` files of the v1 hierarchies, where it writes "0". Neither way takes the
+/// thread-group lock that a write of another process's pid to cgroup.procs takes, whose first
+/// taking after a quiet spell waits an RCU grace period (4 to 16 ms on these hosts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinPlan {
+    pub init_pid: u32,
+    pub unified: std::path::PathBuf,
+    pub v1_tasks: Vec<std::path::PathBuf>,
+}
+
+/// vzctl's status words: `CTID 101 exist mounted running`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    pub exists: bool,
+    pub mounted: bool,
+    pub running: bool,
+    /// The init's pid on the host, when running.
+    pub init_pid: Option<u32>,
+}
+
+impl Status {
+    pub fn line(&self, ct: &CtId) -> String {
+        format!(
+            "CTID {ct} {} {} {}",
+            if self.exists { "exist" } else { "deleted" },
+            if self.mounted { "mounted" } else { "unmounted" },
+            if self.running { "running" } else { "down" }
+        )
+    }
+}
+
+/// What `tally create` asks for.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// Template name; default: busybox.
+    #[serde(default)]
+    pub ostemplate: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The container's addresses: routed (venet style), or on `bridge`'s subnet.
+    #[serde(default)]
+    pub ipadd: Vec<String>,
+    /// Bridged networking: eth0's host end joins this bridge (vzctl's NETIF bridge=).
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// No user namespace: container root is host root (bounded as ever). By default a
+    /// container gets a user namespace where the host can idmap its template.
+    #[serde(default)]
+    pub privileged: bool,
+    /// A sample config to start from (`basic`, `unlimited`, or ROOT/conf/ve-NAME.conf-sample).
+    #[serde(default)]
+    pub config: Option<String>,
+    /// An OpenVZ CTID.conf, taken as it is (`tally import-openvz`): its beancounters, CPU
+    /// settings, OSTEMPLATE, HOSTNAME and IP_ADDRESS, unless given above. Its paths
+    /// (VE_ROOT, VE_PRIVATE) are tally's own to choose and are dropped.
+    #[serde(default)]
+    pub import: Option<String>,
+}
+
+/// One template, as `tally template list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TemplateInfo {
+    pub name: String,
+    pub rootfs: std::path::PathBuf,
+    /// The signal that asks the template's init to power off (busybox: SIGUSR2; systemd:
+    /// SIGRTMIN+4).
+    pub halt_signal: String,
 }

@@ -13,7 +13,11 @@ use std::{
 };
 
 /// Distributions `tally template create` knows: (template name, Debian suite).
-pub const DISTRIBUTIONS: &[(&str, &str)] = &[("debian-11", "bullseye"), ("debian-12", "bookworm"), ("debian-13", "trixie")];
+pub const DISTRIBUTIONS: &[(&str, &str)] = &[
+    ("debian-11", "bullseye"),
+    ("debian-12", "bookworm"),
+    ("debian-13", "trixie"),
+];
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// How a sysvinit template is asked to power off (see [`INITTAB`]).
 pub const HALT_SIGNAL: &str = "SIGPWR";
@@ -92,7 +96,10 @@ fn prepare(tree: &Path) -> std::io::Result<()> {
     // machine-id is filled in at first boot.
     fs::write(tree.join("etc/hostname"), "localhost\n")?;
     fs::write(tree.join("etc/machine-id"), "")?;
-    fs::write(tree.join("etc/hosts"), "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n")?;
+    fs::write(
+        tree.join("etc/hosts"),
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+    )?;
     // debootstrap leaves the host's resolver; containers reach only their host by default.
     let _ = fs::remove_file(tree.join("etc/resolv.conf"));
     // The apt package lists are large and stale at once.
@@ -143,7 +150,8 @@ fn per_container_ssh_keys(tree: &Path) -> std::io::Result<()> {
     // The distribution's own tool orders it (insserv), run inside the tree.
     let root = tree.to_path_buf();
     let mut cmd = Command::new("/usr/sbin/update-rc.d");
-    cmd.args(["tally-ssh-keys", "defaults"]).env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    cmd.args(["tally-ssh-keys", "defaults"])
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     // SAFETY: chroot(2) and chdir(2) only, in the forked child before exec.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
@@ -170,7 +178,12 @@ mod tests {
         let p = packages();
         assert!(p.contains(&"sysvinit-core") && p.contains(&"openssh-server"), "{p:?}");
         assert!(p.iter().all(|x| !x.contains(' ') && !x.contains(',')));
-        let args = arguments("bookworm", Path::new("/t/x"), DEFAULT_MIRROR, Some(Path::new("/c/d.tgz")));
+        let args = arguments(
+            "bookworm",
+            Path::new("/t/x"),
+            DEFAULT_MIRROR,
+            Some(Path::new("/c/d.tgz")),
+        );
         let args: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(args[0], "--variant=minbase");
         assert_eq!(args[1], format!("--include={}", p.join(",")));

@@ -2,11 +2,16 @@
 //! cgroups live) and `Host`, which creates a container's cgroups, registers its beancounters,
 //! applies limits the way the tier enforces them, and reads its rows back.
 
-use std::{collections::BTreeMap, fs, path::PathBuf};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    path::PathBuf,
+    sync::{Mutex, MutexGuard},
+};
 
 use tally_common::{Limit, Limits, RESOURCE_COUNT};
 
-use super::{config::ConfigError, sampled, CtConfig, CtId};
+use super::{api::ExitCode, config::ConfigError, sampled, ContainerView, CtConfig, CtId};
 use crate::{
     cgroup::{CgroupError, ContainerCgroup, Controller, Layout},
     kernel::{maps::BeancounterMaps, programs::PinLayout, KernelError, Tier},
@@ -91,6 +96,8 @@ pub enum HostError {
     Running(CtId),
     #[error("container {0} is mounted")]
     Mounted(CtId),
+    #[error("container {ct} is locked: a {op} is under way")]
+    Locked { ct: CtId, op: String },
     #[error("container {ct}: {message}")]
     StopFailed { ct: CtId, message: String },
     #[error("invalid hostname '{0}': use letters, digits, '-' and '.', at most 64 characters")]
@@ -119,33 +126,75 @@ pub enum HostError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// A container's rows and where it lives, as the API reports it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct ContainerView {
-    pub ctid: CtId,
-    #[serde(default)]
-    pub status: super::lifecycle::Status,
-    /// OSTEMPLATE, HOSTNAME, IP_ADDRESS from the config (empty when unset).
-    #[serde(default)]
-    pub ostemplate: String,
-    #[serde(default)]
-    pub hostname: String,
-    #[serde(default)]
-    pub ip_address: Vec<String>,
-    pub cgroup_id: u64,
-    pub pids: Vec<u32>,
-    /// Kernel order, RESOURCE_COUNT rows.
-    pub beancounters: Vec<Beancounter>,
+impl HostError {
+    /// The catalogue entry a client exits with. Exhaustive on purpose: a new error must be
+    /// given its code here, never fall into `system_error` unseen.
+    pub fn exit_code(&self) -> ExitCode {
+        use super::template::TemplateError as T;
+        match self {
+            HostError::NoSuchContainer(_) => ExitCode::NoSuchContainer,
+            HostError::Shortage { .. } => ExitCode::ResourceShortage,
+            HostError::Config(ConfigError::Value { .. } | ConfigError::Syntax { .. }) => ExitCode::BadValue,
+            HostError::Config(ConfigError::Io { .. }) => ExitCode::ConfigSaveFailed,
+            HostError::Exists(_) => ExitCode::Exists,
+            HostError::NotRunning(_) => ExitCode::NotRunning,
+            HostError::Running(_) => ExitCode::Running,
+            HostError::Mounted(_) => ExitCode::Mounted,
+            HostError::Locked { .. } => ExitCode::Locked,
+            HostError::StopFailed { .. } => ExitCode::StopFailed,
+            HostError::BadInstance(_)
+            | HostError::BadHostname(_)
+            | HostError::BadAddress(_)
+            | HostError::BadBridge(_)
+            | HostError::NoSample(..) => ExitCode::BadValue,
+            HostError::AddressInUse { .. } => ExitCode::AddressInUse,
+            HostError::Template(t) => match t {
+                T::NotFound(_) | T::BadName(_) | T::UnknownDistribution(_) => ExitCode::NoTemplate,
+                T::Import { .. } => ExitCode::BadValue,
+                T::Exists(_) => ExitCode::Exists,
+                T::Busybox(_) | T::Build { .. } | T::Io { .. } => ExitCode::SystemError,
+            },
+            HostError::Launch(_) => ExitCode::StartFailed,
+            HostError::Userns(_)
+            | HostError::Cgroup(_)
+            | HostError::Kernel(_)
+            | HostError::Cache(_)
+            | HostError::Rootfs(_)
+            | HostError::Net(_)
+            | HostError::Io { .. } => ExitCode::SystemError,
+        }
+    }
 }
 
+/// The host's containers as one tallyd keeps them. Shared by every request (`&self`
+/// throughout): an operation that changes a container holds that container's lock
+/// ([`super::locks`]), never a host-wide one, so a long stop holds up nothing else. What is
+/// host-wide is short: the maps (one syscall per access), the choice of a new container's
+/// addresses and id range, and the dedup cache's link lists.
 pub struct Host {
     pub instance: Instance,
     pub tier: Tier,
     pub(super) layout: Layout,
-    pub(super) maps: BeancounterMaps,
+    maps: Mutex<BeancounterMaps>,
+    pub(super) locks: super::locks::Locks,
+    /// Held while a create chooses addresses and a user-namespace range and saves its config,
+    /// so that two creates cannot choose the same.
+    pub(super) allocation: Mutex<()>,
+    /// Held while the dedup cache promotes, collects or drops, and while a mount links what
+    /// it promoted.
+    pub(super) cache_lock: Mutex<()>,
+    /// cgroup2 id -> container, kept current by `apply` and `remove_everything` (events carry
+    /// ids, people read names).
+    cgroup_ids: Mutex<HashMap<u64, CtId>>,
+    pub(super) reaper: super::reaper::Reaper,
     /// Peaks of the rows sampled when read (no program keeps their maxheld), per cgroup id.
     /// Kept by this tallyd: a restarted one starts them again from what it sees.
-    sampled_peaks: std::sync::Mutex<std::collections::HashMap<u64, [u64; RESOURCE_COUNT]>>,
+    sampled_peaks: Mutex<HashMap<u64, [u64; RESOURCE_COUNT]>>,
+}
+
+/// A poisoned lock still guards consistent data here (every holder leaves it whole).
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Host {
@@ -155,13 +204,26 @@ impl Host {
         let maps = BeancounterMaps::open(&instance.pins())?;
         let dir = instance.config_dir();
         fs::create_dir_all(&dir).map_err(|source| HostError::Io { path: dir, source })?;
+        let reaper = super::reaper::Reaper::start().map_err(|source| HostError::Io {
+            path: "reaper thread".into(),
+            source,
+        })?;
         Ok(Host {
             instance,
             tier,
             layout,
-            maps,
+            maps: Mutex::new(maps),
+            locks: Default::default(),
+            allocation: Mutex::new(()),
+            cache_lock: Mutex::new(()),
+            cgroup_ids: Default::default(),
+            reaper,
             sampled_peaks: Default::default(),
         })
+    }
+
+    fn maps(&self) -> MutexGuard<'_, BeancounterMaps> {
+        lock(&self.maps)
     }
 
     /// Controllers the tier enforces with: memory in both (the memory rows), cpu in both
@@ -212,12 +274,13 @@ impl Host {
     /// saved in its config (and so apply at the next start). Nothing changes when the new
     /// config cannot be saved or applied.
     pub fn set_limits(
-        &mut self,
+        &self,
         ct: &CtId,
         limits: &BTreeMap<Resource, (u64, u64)>,
         settings: &BTreeMap<String, String>,
         save: bool,
     ) -> Result<ContainerView, HostError> {
+        let _lock = self.locks.take(ct, "set")?;
         if !self.exists(ct) {
             return Err(HostError::NoSuchContainer(ct.clone()));
         }
@@ -263,7 +326,7 @@ impl Host {
     /// The limits in force (the pinned limits map), when the container is registered.
     fn live_limits(&self, ct: &CtId) -> Result<Option<BTreeMap<Resource, (u64, u64)>>, HostError> {
         let cgid = self.cgroup(ct)?.id()?;
-        Ok(self.maps.limits(cgid)?.map(|limits| {
+        Ok(self.maps().limits(cgid)?.map(|limits| {
             Resource::ALL
                 .iter()
                 .filter(|r| !r.is_dummy())
@@ -275,7 +338,7 @@ impl Host {
     /// Brings the kernel in line with the config: cgroups exist, beancounters registered
     /// (counters kept if already there), controller limits set. Used at start-up to adopt
     /// containers too.
-    pub fn apply(&mut self, ct: &CtId, config: &CtConfig) -> Result<(), HostError> {
+    pub fn apply(&self, ct: &CtId, config: &CtConfig) -> Result<(), HostError> {
         let limits = config.limits().map_err(|source| ConfigError::Value {
             file: ct.to_string(),
             source,
@@ -289,7 +352,9 @@ impl Host {
                 limit: *limit,
             };
         }
-        self.maps.register(cgroup.id()?, &rows)?;
+        let cgid = cgroup.id()?;
+        self.maps().register(cgid, &rows)?;
+        lock(&self.cgroup_ids).insert(cgid, ct.clone());
         let bounded = |r: Resource| Some(rows.rows[r.index()].limit).filter(|l| *l != tally_common::UNLIMITED);
         if self.tier == Tier::Fallback {
             cgroup.set_pids_max(bounded(Resource::NumProc))?;
@@ -323,15 +388,17 @@ impl Host {
 
     /// tallyd start-up: containers whose beancounters are still registered (pinned) keep
     /// them as they are, live limits included; the others get their saved config applied.
-    pub fn adopt_all(&mut self) -> Result<Vec<CtId>, HostError> {
+    pub fn adopt_all(&self) -> Result<Vec<CtId>, HostError> {
         for line in self.recover()? {
             log::info!("recovery: {line}");
         }
         let ids = self.configured()?;
         for ct in &ids {
             let cgroup = self.cgroup(ct)?;
-            let registered = cgroup.exists() && self.maps.limits(cgroup.id()?)?.is_some();
-            if !registered {
+            let registered = cgroup.exists() && self.maps().limits(cgroup.id()?)?.is_some();
+            if registered {
+                lock(&self.cgroup_ids).insert(cgroup.id()?, ct.clone());
+            } else {
                 let config = CtConfig::load(&self.instance.config_path(ct))?;
                 self.apply(ct, &config)?;
             }
@@ -339,12 +406,18 @@ impl Host {
         Ok(ids)
     }
 
-    /// The container whose cgroup2 id is `cgid` (events carry ids, people read names).
+    /// The container whose cgroup2 id is `cgid`, from the ids `apply` recorded (every
+    /// container tallyd runs or adopted went through it).
     pub fn ctid_of(&self, cgid: u64) -> Option<CtId> {
-        self.configured()
-            .ok()?
-            .into_iter()
-            .find(|ct| self.cgroup(ct).and_then(|c| Ok(c.id()?)).ok() == Some(cgid))
+        lock(&self.cgroup_ids).get(&cgid).cloned()
+    }
+
+    /// Drops the container's beancounters and what this tallyd remembers of its cgroup.
+    pub(super) fn unregister(&self, cgid: u64) -> Result<(), HostError> {
+        self.maps().unregister(cgid)?;
+        lock(&self.cgroup_ids).remove(&cgid);
+        lock(&self.sampled_peaks).remove(&cgid);
+        Ok(())
     }
 
     pub fn exists(&self, ct: &CtId) -> bool {
@@ -398,7 +471,7 @@ impl Host {
             (Resource::NumIptEnt, sampled::netfilter_entries(&pids)),
             (Resource::NumSigInfo, sampled::pending_signals(&pids).unwrap_or(0)),
         ];
-        let mut peaks = self.sampled_peaks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peaks = lock(&self.sampled_peaks);
         let peaks = peaks.entry(cgid).or_insert([0; RESOURCE_COUNT]);
         for (r, held) in sampled {
             let peak = &mut peaks[r.index()];
@@ -423,8 +496,8 @@ impl Host {
         cgroup: &ContainerCgroup,
         cgid: u64,
     ) -> Result<([Beancounter; RESOURCE_COUNT], Option<crate::cgroup::MemoryUsage>), HostError> {
-        let counters = self.maps.counters(cgid)?.unwrap_or_default();
-        let limits = self.maps.limits(cgid)?.unwrap_or_default();
+        let counters = self.maps().counters(cgid)?.unwrap_or_default();
+        let limits = self.maps().limits(cgid)?.unwrap_or_default();
         let mut rows = [Beancounter::default(); RESOURCE_COUNT];
         for (i, row) in rows.iter_mut().enumerate() {
             let (c, l) = (counters.rows[i], limits.rows[i]);
@@ -447,10 +520,6 @@ impl Host {
             None
         };
         Ok((rows, memory))
-    }
-
-    pub(super) fn forget_sampled_peaks(&self, cgid: u64) {
-        self.sampled_peaks.lock().unwrap_or_else(|p| p.into_inner()).remove(&cgid);
     }
 
     /// Moves process `pid` into the container (it is charged there from now on). Refused when

@@ -101,7 +101,7 @@ fn leftovers(root: &Path) -> Vec<(CtId, Option<Op>)> {
 impl Host {
     /// Finishes or rolls back what a killed tallyd left half done, then sweeps leftovers no
     /// intent names. Returns what it did, one line per container, for the log.
-    pub fn recover(&mut self) -> Result<Vec<String>, HostError> {
+    pub fn recover(&self) -> Result<Vec<String>, HostError> {
         let root = self.instance.root.clone();
         let mut done = Vec::new();
         for (ct, op) in leftovers(&root) {
@@ -116,7 +116,7 @@ impl Host {
         Ok(done)
     }
 
-    fn recover_one(&mut self, ct: &CtId, op: Option<Op>) -> Result<&'static str, HostError> {
+    fn recover_one(&self, ct: &CtId, op: Option<Op>) -> Result<&'static str, HostError> {
         let running = self.exists(ct) && self.init_pid(ct).is_some();
         match op {
             // Whoever asked never heard back: as if it had not happened.
@@ -141,7 +141,11 @@ impl Host {
                 let config = self.config(ct).ok();
                 let _ = super::net::remove(&self.instance.name, ct, config.as_ref().and_then(super::bridge_of));
                 self.rootfs(ct).umount()?;
-                Ok(if op == Some(Op::Start) { "start rolled back" } else { "stop finished" })
+                Ok(if op == Some(Op::Start) {
+                    "start rolled back"
+                } else {
+                    "stop finished"
+                })
             }
             Some(Op::Set) => {
                 let config = CtConfig::load(&self.instance.config_path(ct))?;
@@ -154,7 +158,7 @@ impl Host {
     /// Leftovers without an intent: template builds' temporary trees (with whatever
     /// debootstrap had mounted in them), private areas and cgroups of containers without a
     /// config.
-    fn sweep(&mut self) -> Result<Vec<String>, HostError> {
+    fn sweep(&self) -> Result<Vec<String>, HostError> {
         let mut done = Vec::new();
         let templates = self.instance.root.join("template");
         if let Ok(entries) = fs::read_dir(&templates) {
@@ -170,7 +174,11 @@ impl Host {
         let mut orphans = std::collections::BTreeSet::new();
         for sub in ["private", "root"] {
             if let Ok(entries) = fs::read_dir(self.instance.root.join(sub)) {
-                orphans.extend(entries.flatten().filter_map(|e| CtId::parse(e.file_name().to_str()?).ok()));
+                orphans.extend(
+                    entries
+                        .flatten()
+                        .filter_map(|e| CtId::parse(e.file_name().to_str()?).ok()),
+                );
             }
         }
         orphans.extend(self.cgroup_children());
@@ -223,7 +231,9 @@ fn umount_under(dir: &Path) {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
-    let mut points: Vec<PathBuf> = super::rootfs::mount_points(&info).filter(|p| p.starts_with(dir)).collect();
+    let mut points: Vec<PathBuf> = super::rootfs::mount_points(&info)
+        .filter(|p| p.starts_with(dir))
+        .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for p in points {
         let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);

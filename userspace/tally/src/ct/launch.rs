@@ -91,7 +91,9 @@ pub fn spawn(
     unified: &Path,
 ) -> Result<u32, LaunchError> {
     if spec.userns_base.is_some() != userns.is_some() {
-        return Err(LaunchError::Init("a user namespace base needs the namespace, and back".into()));
+        return Err(LaunchError::Init(
+            "a user namespace base needs the namespace, and back".into(),
+        ));
     }
     let tasks: Vec<File> = v1_tasks
         .iter()
@@ -128,7 +130,10 @@ pub fn spawn(
     // once killed that way (cgroup::ContainerCgroup::kill_all avoids it, but cannot undo it):
     // then the slow way, a move through cgroup.procs.
     if run.killed_at_birth() {
-        log::debug!("launcher killed on its way into {}: joining through cgroup.procs", unified.display());
+        log::debug!(
+            "launcher killed on its way into {}: joining through cgroup.procs",
+            unified.display()
+        );
         run = joining.run_joining(procs.as_raw_fd())?;
     }
     let Run {
@@ -180,8 +185,10 @@ struct Run {
 impl Run {
     /// SIGKILLed before it said or wrote anything.
     fn killed_at_birth(&self) -> bool {
-        matches!(self.status, nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _))
-            && self.line.is_empty()
+        matches!(
+            self.status,
+            nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)
+        ) && self.line.is_empty()
             && self.stderr.is_empty()
             && self.report.is_empty()
     }
@@ -212,14 +219,20 @@ impl Joining<'_> {
         // What the child puts at 0, 1, 2, 3 (and 4), from copies above them all, so that no
         // dup2 in the child overwrites a descriptor it still has to copy.
         let mut sources: Vec<OwnedFd> = Vec::new();
-        for fd in [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd(), status_w.as_raw_fd()]
-            .into_iter()
-            .chain(self.userns)
+        for fd in [
+            devnull.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            status_w.as_raw_fd(),
+        ]
+        .into_iter()
+        .chain(self.userns)
         {
-            let high = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).map_err(|e| LaunchError::Sys {
-                what: "dup".into(),
-                source: e.into(),
-            })?;
+            let high =
+                nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).map_err(|e| LaunchError::Sys {
+                    what: "dup".into(),
+                    source: e.into(),
+                })?;
             // SAFETY: a fresh descriptor nobody else owns.
             sources.push(unsafe { OwnedFd::from_raw_fd(high) });
         }
@@ -295,7 +308,13 @@ pub fn clone_into_cgroup(cgroup_fd: Option<RawFd>) -> Result<i32, LaunchError> {
     };
     // SAFETY: clone3 without CLONE_VM: the child gets a copy of this process, as with fork;
     // the caller makes it exec or exit at once.
-    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     if r < 0 {
         return Err(LaunchError::Sys {
             what: "clone3 into the container's cgroup".into(),
@@ -375,14 +394,19 @@ fn nix_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> LaunchError {
 }
 
 fn launch(spec: &LaunchSpec, status: &File) -> Result<(), LaunchError> {
-    let others = CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP;
+    let others =
+        CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP;
     let userns = match spec.userns_base {
         // SAFETY: fd 4 was put there by `spawn`'s pre_exec for this process alone.
         Some(_) => Some(unsafe { OwnedFd::from_raw_fd(USERNS_FD) }),
         None => None,
     };
-    unshare(if userns.is_some() { CloneFlags::CLONE_NEWNS } else { CloneFlags::CLONE_NEWNS | others })
-        .map_err(nix_err("unshare"))?;
+    unshare(if userns.is_some() {
+        CloneFlags::CLONE_NEWNS
+    } else {
+        CloneFlags::CLONE_NEWNS | others
+    })
+    .map_err(nix_err("unshare"))?;
     // Nothing done in here propagates back to the host.
     mount(
         None::<&str>,

@@ -18,6 +18,7 @@ use nix::{
 
 use super::journal::{self, Op};
 use super::{
+    api::{CreateRequest, Status},
     host::HostError,
     launch::{self, pidfd_open, LaunchSpec},
     net,
@@ -29,69 +30,6 @@ use crate::ubc::Resource;
 
 /// How long `stop` waits for the init to power off before it kills the container.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// What a process needs to join a running container by itself (`tally exec`): the init whose
-/// namespaces it enters, the cgroup2 directory to be forked into (clone3's CLONE_INTO_CGROUP)
-/// and the `tasks` files of the v1 hierarchies, where it writes "0". Neither way takes the
-/// thread-group lock that a write of another process's pid to cgroup.procs takes, whose first
-/// taking after a quiet spell waits an RCU grace period (4 to 16 ms on these hosts).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinPlan {
-    pub init_pid: u32,
-    pub unified: std::path::PathBuf,
-    pub v1_tasks: Vec<std::path::PathBuf>,
-}
-
-/// vzctl's status words: `CTID 101 exist mounted running`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Status {
-    pub exists: bool,
-    pub mounted: bool,
-    pub running: bool,
-    /// The init's pid on the host, when running.
-    pub init_pid: Option<u32>,
-}
-
-impl Status {
-    pub fn line(&self, ct: &CtId) -> String {
-        format!(
-            "CTID {ct} {} {} {}",
-            if self.exists { "exist" } else { "deleted" },
-            if self.mounted { "mounted" } else { "unmounted" },
-            if self.running { "running" } else { "down" }
-        )
-    }
-}
-
-/// What `tally create` asks for.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRequest {
-    /// Template name; default: busybox.
-    #[serde(default)]
-    pub ostemplate: Option<String>,
-    #[serde(default)]
-    pub hostname: Option<String>,
-    /// The container's addresses: routed (venet style), or on `bridge`'s subnet.
-    #[serde(default)]
-    pub ipadd: Vec<String>,
-    /// Bridged networking: eth0's host end joins this bridge (vzctl's NETIF bridge=).
-    #[serde(default)]
-    pub bridge: Option<String>,
-    /// No user namespace: container root is host root (bounded as ever). By default a
-    /// container gets a user namespace where the host can idmap its template.
-    #[serde(default)]
-    pub privileged: bool,
-    /// A sample config to start from (`basic`, `unlimited`, or ROOT/conf/ve-NAME.conf-sample).
-    #[serde(default)]
-    pub config: Option<String>,
-    /// An OpenVZ CTID.conf, taken as it is (`tally import-openvz`): its beancounters, CPU
-    /// settings, OSTEMPLATE, HOSTNAME and IP_ADDRESS, unless given above. Its paths
-    /// (VE_ROOT, VE_PRIVATE) are tally's own to choose and are dropped.
-    #[serde(default)]
-    pub import: Option<String>,
-}
 
 /// OpenVZ keys that name host paths or tools: tally decides those itself.
 /// NETIF names the old host's bridges and interfaces.
@@ -195,7 +133,8 @@ impl Host {
 
     /// Creates a stopped container: config, private area, cgroups and beancounters. Every
     /// value is checked first; on any failure nothing is left behind.
-    pub fn create(&mut self, ct: &CtId, req: &CreateRequest) -> Result<super::ContainerView, HostError> {
+    pub fn create(&self, ct: &CtId, req: &CreateRequest) -> Result<super::ContainerView, HostError> {
+        let _lock = self.locks.take(ct, "create")?;
         if self.exists(ct) || self.rootfs(ct).exists() {
             return Err(HostError::Exists(ct.clone()));
         }
@@ -236,6 +175,8 @@ impl Host {
             })
             .unwrap_or_default();
         let wanted = if req.ipadd.is_empty() { &imported } else { &req.ipadd };
+        // Until the config is saved: another create must see what this one chose.
+        let allocation = super::host::lock(&self.allocation);
         let addrs = self.check_addresses(ct, wanted)?;
         if let Some(bridge) = &req.bridge {
             net::check_bridge(bridge).map_err(HostError::BadBridge)?;
@@ -282,6 +223,7 @@ impl Host {
         let result = (|| {
             rootfs.create()?;
             config.save(&self.instance.config_path(ct))?;
+            drop(allocation);
             self.apply(ct, &config)
         })();
         if let Err(e) = result {
@@ -344,14 +286,15 @@ impl Host {
         Ok(addrs)
     }
 
-    pub fn mount(&mut self, ct: &CtId) -> Result<Status, HostError> {
+    pub fn mount(&self, ct: &CtId) -> Result<Status, HostError> {
+        let _lock = self.locks.take(ct, "mount")?;
         let config = self.config(ct)?;
         self.mount_with(ct, &config, None)?;
         self.status(ct)
     }
 
     /// Mounts the root; `userns`: the container's user namespace when one is made already.
-    fn mount_with(&mut self, ct: &CtId, config: &CtConfig, userns: Option<&OwnedFd>) -> Result<(), HostError> {
+    fn mount_with(&self, ct: &CtId, config: &CtConfig, userns: Option<&OwnedFd>) -> Result<(), HostError> {
         let name = config
             .values
             .get("OSTEMPLATE")
@@ -363,6 +306,7 @@ impl Host {
             // Files the dedup cache promoted since the last mount become links now, while
             // nothing has the upper directory under an overlay.
             let root = &self.instance.root;
+            let _cache = super::host::lock(&self.cache_lock);
             let store = super::cache::Store::new(root, super::cache::Settings::load(root)?.cap);
             let upper = rootfs.private.join("upper");
             super::cache::layer::apply(root, &store, ct.as_str(), &upper, &rootfs.cache_layer())?;
@@ -371,7 +315,8 @@ impl Host {
         Ok(())
     }
 
-    pub fn umount(&mut self, ct: &CtId) -> Result<Status, HostError> {
+    pub fn umount(&self, ct: &CtId) -> Result<Status, HostError> {
+        let _lock = self.locks.take(ct, "umount")?;
         self.config(ct)?;
         if self.init_pid(ct).is_some() {
             return Err(HostError::Running(ct.clone()));
@@ -382,7 +327,21 @@ impl Host {
 
     /// Starts the container: mounts its root, applies its saved config, makes its network
     /// and launches its init. On failure the container is left as it was (stopped).
-    pub fn start(&mut self, ct: &CtId) -> Result<super::ContainerView, HostError> {
+    pub fn start(&self, ct: &CtId) -> Result<super::ContainerView, HostError> {
+        let _lock = self.locks.take(ct, "start")?;
+        self.start_locked(ct)
+    }
+
+    /// Stops the container if it runs, then starts it, as one operation.
+    pub fn restart(&self, ct: &CtId) -> Result<super::ContainerView, HostError> {
+        let _lock = self.locks.take(ct, "restart")?;
+        if self.status(ct)?.running {
+            self.stop_locked(ct, false)?;
+        }
+        self.start_locked(ct)
+    }
+
+    fn start_locked(&self, ct: &CtId) -> Result<super::ContainerView, HostError> {
         let config = self.config(ct)?;
         if self.init_pid(ct).is_some() {
             return Err(HostError::Running(ct.clone()));
@@ -401,7 +360,7 @@ impl Host {
         self.view(ct)
     }
 
-    fn launch(&mut self, ct: &CtId, config: &CtConfig) -> Result<(), HostError> {
+    fn launch(&self, ct: &CtId, config: &CtConfig) -> Result<(), HostError> {
         let base = userns_base(config)?;
         // One user namespace serves the idmapped layers and the container itself.
         let (userns, netns) = match base {
@@ -431,7 +390,13 @@ impl Host {
                 });
             }
         }
-        let netns = net::create(&self.instance.name, ct, &parse_addresses(config), bridge_of(config), netns)?;
+        let netns = net::create(
+            &self.instance.name,
+            ct,
+            &parse_addresses(config),
+            bridge_of(config),
+            netns,
+        )?;
         let rootfs = self.rootfs(ct);
         let spec = LaunchSpec {
             root: rootfs.root.clone(),
@@ -444,15 +409,26 @@ impl Host {
             console: rootfs.console_log(),
             userns_base: base,
         };
-        let pid = launch::spawn(&spec, &netns, userns.as_ref(), &cgroup.v1_tasks_files(), &cgroup.unified)?;
-        reap_when_done(pid);
+        let pid = launch::spawn(
+            &spec,
+            &netns,
+            userns.as_ref(),
+            &cgroup.v1_tasks_files(),
+            &cgroup.unified,
+        )?;
+        self.reaper.watch(pid);
         Ok(())
     }
 
     /// Stops the container: its init is asked to power off with the template's signal
     /// (unless `fast`), and whatever is left after STOP_TIMEOUT is killed. Then the root is
     /// unmounted, as vzctl does.
-    pub fn stop(&mut self, ct: &CtId, fast: bool) -> Result<Status, HostError> {
+    pub fn stop(&self, ct: &CtId, fast: bool) -> Result<Status, HostError> {
+        let _lock = self.locks.take(ct, "stop")?;
+        self.stop_locked(ct, fast)
+    }
+
+    fn stop_locked(&self, ct: &CtId, fast: bool) -> Result<Status, HostError> {
         let config = self.config(ct)?;
         let Some(pid) = self.init_pid(ct) else {
             return Err(HostError::NotRunning(ct.clone()));
@@ -500,25 +476,25 @@ impl Host {
 
     /// Stops (fast) if running, then removes everything: private area, cgroups, beancounters,
     /// network, config.
-    pub fn destroy(&mut self, ct: &CtId) -> Result<(), HostError> {
+    pub fn destroy(&self, ct: &CtId) -> Result<(), HostError> {
+        let _lock = self.locks.take(ct, "destroy")?;
         if !self.exists(ct) {
             return Err(HostError::NoSuchContainer(ct.clone()));
         }
         if self.init_pid(ct).is_some() {
-            self.stop(ct, true)?;
+            self.stop_locked(ct, true)?;
         }
         // After the stop: its own intent would replace this one.
         let _intent = journal::begin(&self.instance.root, ct, Op::Destroy)?;
         self.remove_everything(ct)
     }
 
-    pub(super) fn remove_everything(&mut self, ct: &CtId) -> Result<(), HostError> {
+    pub(super) fn remove_everything(&self, ct: &CtId) -> Result<(), HostError> {
         let cgroup = self.cgroup(ct)?;
         if cgroup.exists() {
             let cgid = cgroup.id()?;
             cgroup.destroy()?;
-            self.maps.unregister(cgid)?;
-            self.forget_sampled_peaks(cgid);
+            self.unregister(cgid)?;
         }
         let config = self.config(ct).ok();
         let _ = net::remove(&self.instance.name, ct, config.as_ref().and_then(bridge_of));
@@ -555,17 +531,6 @@ fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
             Err(_) => return false,
         }
     }
-}
-
-/// The init is tallyd's child (tallyd is a subreaper): reap it when it exits, on a small
-/// thread of its own. After a tallyd restart the host's init reaps instead.
-fn reap_when_done(pid: u32) {
-    let _ = std::thread::Builder::new()
-        .name(format!("reap-{pid}"))
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
-        });
 }
 
 #[cfg(test)]

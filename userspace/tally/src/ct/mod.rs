@@ -6,17 +6,21 @@ pub mod cache;
 mod config;
 pub mod debootstrap;
 mod host;
-mod id;
 mod journal;
 pub mod launch;
 mod lifecycle;
+mod locks;
 pub mod net;
+mod reaper;
 pub mod rootfs;
 pub mod sampled;
 pub mod template;
 pub mod userns;
 
 pub use config::{ConfigError, CpuConfig, CtConfig};
-pub use host::{ContainerView, Host, HostError, Instance};
-pub use id::{CtId, CtIdError};
-pub use lifecycle::{bridge_of, parse_signal, CreateRequest, JoinPlan, Status, STOP_TIMEOUT};
+pub use host::{Host, HostError, Instance};
+pub use lifecycle::{bridge_of, parse_signal, STOP_TIMEOUT};
+
+// The API's types, named where containers are handled too (their home is `api`).
+use crate::api;
+pub use crate::api::{ContainerView, CreateRequest, CtId, CtIdError, JoinPlan, Status};

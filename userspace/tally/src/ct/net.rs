@@ -97,7 +97,9 @@ pub fn check_bridge(name: &str) -> Result<(), String> {
         (true, true) => Ok(()),
         (true, false) => Err(format!("{name} is not a bridge")),
         (false, _) if owns_bridge(name) => Ok(()),
-        (false, _) => Err(format!("there is no bridge {name} (tally makes only bridges named tally*)")),
+        (false, _) => Err(format!(
+            "there is no bridge {name} (tally makes only bridges named tally*)"
+        )),
     }
 }
 
@@ -221,7 +223,11 @@ struct Veth<'a> {
 /// Moves the peer into the container's namespace as eth0, up.
 async fn inner_eth0(v: &Veth<'_>) -> Result<u32, NetError> {
     let Veth {
-        host, inner, peer, netns, ..
+        host,
+        inner,
+        peer,
+        netns,
+        ..
     } = *v;
     let peer_index = index(host, peer).await?;
     host.link()
@@ -260,7 +266,11 @@ async fn wire_bridged(v: &Veth<'_>, addrs: &[Ipv4Addr], bridge: &str) -> Result<
         let Some((gw, len)) = subnets.iter().copied().find(|(gw, len)| same_subnet(*gw, *addr, *len)) else {
             return Err(NetError::Bridge(format!(
                 "{addr} is on none of bridge {bridge}'s subnets ({})",
-                subnets.iter().map(|(a, l)| format!("{a}/{l}")).collect::<Vec<_>>().join(", ")
+                subnets
+                    .iter()
+                    .map(|(a, l)| format!("{a}/{l}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         };
         gateway.get_or_insert(gw);
@@ -271,7 +281,10 @@ async fn wire_bridged(v: &Veth<'_>, addrs: &[Ipv4Addr], bridge: &str) -> Result<
         inner.address().add(eth, IpAddr::V4(addr), len).execute().await?;
     }
     if let Some(gw) = gateway {
-        let default = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(eth).build();
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(eth)
+            .build();
         inner.route().add(default).execute().await?;
     }
     let hidx = index(host, host_if).await?;
@@ -304,7 +317,10 @@ async fn ensure_bridge(host: &Handle, name: &str) -> Result<u32, NetError> {
     }
     let i = index(host, name).await?;
     host.address().add(i, IpAddr::V4(GATEWAY), RANGE.1).execute().await?;
-    host.link().set(LinkUnspec::new_with_index(i).up().build()).execute().await?;
+    host.link()
+        .set(LinkUnspec::new_with_index(i).up().build())
+        .execute()
+        .await?;
     Ok(i)
 }
 
@@ -392,7 +408,14 @@ async fn index(handle: &Handle, name: &str) -> Result<u32, NetError> {
 }
 
 async fn link_name(handle: &Handle, index: u32) -> Option<String> {
-    let l = handle.link().get().match_index(index).execute().try_next().await.ok()??;
+    let l = handle
+        .link()
+        .get()
+        .match_index(index)
+        .execute()
+        .try_next()
+        .await
+        .ok()??;
     l.attributes.iter().find_map(|a| match a {
         rtnetlink::packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
@@ -505,15 +528,26 @@ mod tests {
     #[test]
     fn netif_names_the_bridge() {
         assert_eq!(netif_bridge(&netif_value("tallybr0")), Some("tallybr0"));
-        assert_eq!(netif_bridge("ifname=eth0,mac=00:11,host_ifname=veth101.0,bridge=vmbr0"), Some("vmbr0"));
+        assert_eq!(
+            netif_bridge("ifname=eth0,mac=00:11,host_ifname=veth101.0,bridge=vmbr0"),
+            Some("vmbr0")
+        );
         assert_eq!(netif_bridge("ifname=eth0"), None);
         assert_eq!(netif_bridge("ifname=eth0,bridge="), None);
         assert!(valid_bridge_name("tallybr0") && !valid_bridge_name("a/b") && !valid_bridge_name("0123456789abcdef"));
         assert!(check_bridge("tallybr-nosuch").is_ok(), "tally makes its own");
         assert!(check_bridge("nosuch-br").is_err());
         assert!(check_bridge("lo").is_err(), "lo is no bridge");
-        assert!(same_subnet(Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 9, 9), 16));
-        assert!(!same_subnet(Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 78, 0, 1), 16));
+        assert!(same_subnet(
+            Ipv4Addr::new(10, 77, 0, 1),
+            Ipv4Addr::new(10, 77, 9, 9),
+            16
+        ));
+        assert!(!same_subnet(
+            Ipv4Addr::new(10, 77, 0, 1),
+            Ipv4Addr::new(10, 78, 0, 1),
+            16
+        ));
     }
 
     #[test]

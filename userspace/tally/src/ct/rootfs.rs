@@ -83,14 +83,21 @@ impl Rootfs {
     /// are the container root's), and the root of the tree belongs to the container's root.
     /// `userns`: a user namespace with that base's map, when the caller has one (else one is
     /// made for the idmapping).
-    pub fn mount(&self, template: &Path, userns_base: Option<u32>, userns: Option<&std::os::fd::OwnedFd>) -> Result<(), RootfsError> {
+    pub fn mount(
+        &self,
+        template: &Path,
+        userns_base: Option<u32>,
+        userns: Option<&std::os::fd::OwnedFd>,
+    ) -> Result<(), RootfsError> {
         if self.is_mounted() {
             return Ok(());
         }
         let (upper, work) = (self.private.join("upper"), self.private.join("work"));
         // The cache layer (files shared through the dedup cache) sits above the template.
         let cache = self.cache_layer();
-        let cache = fs::read_dir(&cache).is_ok_and(|mut d| d.next().is_some()).then_some(cache);
+        let cache = fs::read_dir(&cache)
+            .is_ok_and(|mut d| d.next().is_some())
+            .then_some(cache);
         let mut layers: Vec<PathBuf> = cache.into_iter().chain([template.to_path_buf()]).collect();
         let mut idmapped: Vec<PathBuf> = Vec::new();
         self.detach_layers();

@@ -99,7 +99,10 @@ pub fn pending_signals(pids: &[u32]) -> Option<u64> {
             status
                 .lines()
                 .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/').find(|w| !w.is_empty()))
+                .and_then(|rest| {
+                    rest.split(|c: char| c.is_whitespace() || c == '/')
+                        .find(|w| !w.is_empty())
+                })
                 .and_then(|w| w.parse::<u64>().ok())
         };
         if let (Some(uid), Some(queued)) = (field("Uid:"), field("SigQ:")) {
@@ -143,7 +146,11 @@ pub fn socket_buffers(pids: &[u32]) -> SocketBuffers {
             .filter_map(|target| socket_inode(&target.to_string_lossy()))
             .collect();
         if !inodes.is_empty() {
-            by_netns.entry(ns.ino()).or_insert_with(|| (pid, HashSet::new())).1.extend(inodes);
+            by_netns
+                .entry(ns.ino())
+                .or_insert_with(|| (pid, HashSet::new()))
+                .1
+                .extend(inodes);
         }
     }
     let own_netns = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).ok();
@@ -257,7 +264,11 @@ fn legacy_iptables_entries() -> u64 {
     let mut total = 0;
     for (names, family, level) in [
         ("/proc/thread-self/net/ip_tables_names", libc::AF_INET, libc::IPPROTO_IP),
-        ("/proc/thread-self/net/ip6_tables_names", libc::AF_INET6, libc::IPPROTO_IPV6),
+        (
+            "/proc/thread-self/net/ip6_tables_names",
+            libc::AF_INET6,
+            libc::IPPROTO_IPV6,
+        ),
     ] {
         let Ok(tables) = std::fs::read_to_string(names) else {
             continue;

@@ -6,6 +6,7 @@
 //! `busybox`, the built-in default, is made from the host's static busybox (Debian's
 //! busybox-static): the binary, a link per applet, and just enough /etc for init and login.
 
+pub use crate::api::TemplateInfo;
 use std::{
     fs,
     os::unix::fs::{symlink, PermissionsExt},
@@ -44,16 +45,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// One template, as `tally template list` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TemplateInfo {
-    pub name: String,
-    pub rootfs: PathBuf,
-    /// The signal that asks the template's init to power off (busybox: SIGUSR2; systemd:
-    /// SIGRTMIN+4).
-    pub halt_signal: String,
 }
 
 /// The template store of one tally root.
@@ -151,7 +142,9 @@ impl Templates {
         std::io::Seek::rewind(&mut file).map_err(|e| import_err(e.to_string()))?;
         let reader: Box<dyn std::io::Read> = match &magic[..n] {
             [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(file)),
-            [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| import_err(e.to_string()))?),
+            [0x28, 0xb5, 0x2f, 0xfd] => {
+                Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| import_err(e.to_string()))?)
+            }
             _ => Box::new(file),
         };
         self.install(name, halt_signal, |tmp| {
@@ -161,7 +154,9 @@ impl Templates {
             tar.set_unpack_xattrs(true);
             tar.unpack(tmp).map_err(|e| {
                 // The unpacker's error names the entry; its source says what went wrong.
-                let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+                let cause = std::error::Error::source(&e)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
                 import_err(format!("{e}{cause}"))
             })?;
             if !tmp.join("bin").exists() && !tmp.join("usr/bin").exists() {
@@ -176,7 +171,8 @@ impl Templates {
     /// [`debootstrap`](super::debootstrap)).
     pub fn create(&self, dist: &str, mirror: Option<&str>, debs: Option<&Path>) -> Result<TemplateInfo, TemplateError> {
         Self::check_name(dist)?;
-        let suite = super::debootstrap::suite(dist).ok_or_else(|| TemplateError::UnknownDistribution(dist.to_string()))?;
+        let suite =
+            super::debootstrap::suite(dist).ok_or_else(|| TemplateError::UnknownDistribution(dist.to_string()))?;
         if self.meta_path(dist).exists() || self.rootfs(dist).exists() {
             return Err(TemplateError::Exists(dist.to_string()));
         }

@@ -60,6 +60,10 @@ pub fn make_with_net(base: u32) -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// A forked child unshares the user namespace and waits; this process writes its maps (as
 /// root of the parent namespace, which may map any range); the child, root in it, unshares
 /// the network namespace; this process takes descriptors of both and lets the child exit.
+///
+/// Every step is a byte said, never an end of file: tallyd starts containers side by side,
+/// and a child forked by another thread meanwhile holds copies of these pipes' ends until it
+/// exits, so an end of file could wait on that child, and it on this one.
 fn make_inner(base: u32, with_net: bool) -> std::io::Result<(OwnedFd, Option<OwnedFd>)> {
     let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
     let (ready_r, ready_w) = nix::unistd::pipe2(cloexec).map_err(std::io::Error::from)?;
@@ -74,11 +78,19 @@ fn make_inner(base: u32, with_net: bool) -> std::io::Result<(OwnedFd, Option<Own
                 libc::close(go_w.as_raw_fd());
                 libc::close(ready_r.as_raw_fd());
                 let (ready, go) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
-                let mut b: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 { b'1' } else { b'0' };
+                let mut b: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                    b'1'
+                } else {
+                    b'0'
+                };
                 libc::write(ready, (&b as *const u8).cast(), 1);
-                // "n": the maps are written, make the network namespace; EOF: done.
+                // "n": the maps are written, make the network namespace; anything else: done.
                 if libc::read(go, (&mut b as *mut u8).cast(), 1) == 1 && b == b'n' {
-                    let b: u8 = if libc::unshare(libc::CLONE_NEWNET) == 0 { b'1' } else { b'0' };
+                    let b: u8 = if libc::unshare(libc::CLONE_NEWNET) == 0 {
+                        b'1'
+                    } else {
+                        b'0'
+                    };
                     libc::write(ready, (&b as *const u8).cast(), 1);
                     let mut c = 0u8;
                     libc::read(go, (&mut c as *mut u8).cast(), 1);
@@ -109,11 +121,15 @@ fn make_inner(base: u32, with_net: bool) -> std::io::Result<(OwnedFd, Option<Own
                 std::io::Write::write_all(&mut go, b"n").map_err(os("telling the child"))?;
                 ready.read_exact(&mut ok).map_err(os("waiting for the child"))?;
                 if ok[0] != b'1' {
-                    return Err(std::io::Error::other("unshare(CLONE_NEWNET) in the user namespace failed"));
+                    return Err(std::io::Error::other(
+                        "unshare(CLONE_NEWNET) in the user namespace failed",
+                    ));
                 }
                 let net = OwnedFd::from(File::open(format!("{proc}/ns/net")).map_err(os("ns/net"))?);
                 Ok((user, Some(net)))
             })();
+            // The child waits for one more byte whatever happened (or has exited already).
+            let _ = std::io::Write::write_all(&mut go, b"x");
             drop(go);
             let _ = nix::sys::wait::waitpid(child, None);
             result

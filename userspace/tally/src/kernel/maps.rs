@@ -183,7 +183,11 @@ fn charge_table_fill(pins: &PinLayout) -> Result<MapFill, KernelError> {
     let typed = |source: MapError| KernelError::Map { name, source };
     let counts: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(Map::PerCpuArray(open(pins, name)?)).map_err(typed)?;
-    let entries = counts.get(&0, 0).map_err(typed)?.iter().fold(0u64, |sum, n| sum.wrapping_add(*n));
+    let entries = counts
+        .get(&0, 0)
+        .map_err(typed)?
+        .iter()
+        .fold(0u64, |sum, n| sum.wrapping_add(*n));
     Ok(MapFill {
         name: map_name::CHARGE_TABLE,
         entries,

@@ -11,8 +11,8 @@ use std::{
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
-        loaded_links, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSock, CgroupSysctl, FEntry, FExit,
-        Lsm,
+        loaded_links, BtfTracePoint, CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSock, CgroupSysctl, FEntry,
+        FExit, Lsm,
     },
     Btf, EbpfLoader,
 };
@@ -273,7 +273,12 @@ pub fn ensure_attached(
 /// loaded so that each returns at once (ebpf `floor.rs`), to measure what attaching costs apart
 /// from the programs' work. Their stamp is not the build's: a tallyd finding them attaches its
 /// own programs instead of adopting these.
-pub fn attach_bench_floor(pins: &PinLayout, tier: Tier, reads: ReadHook, cgroup_parent: &Path) -> Result<(), KernelError> {
+pub fn attach_bench_floor(
+    pins: &PinLayout,
+    tier: Tier,
+    reads: ReadHook,
+    cgroup_parent: &Path,
+) -> Result<(), KernelError> {
     // bpffs refuses names with a dot.
     let mut name = object_stamp(pins).into_os_string();
     name.push("-bench-floor");
@@ -338,8 +343,12 @@ fn attach(
         })?;
         let mut count: aya::maps::Array<_, u64> =
             aya::maps::Array::try_from(map).map_err(|source| KernelError::Map { name, source })?;
-        count.set(0, legacy_records, 0).map_err(|source| KernelError::Map { name, source })?;
-        log::info!("{legacy_records} charge records of an earlier build stay in the charges map until their objects go");
+        count
+            .set(0, legacy_records, 0)
+            .map_err(|source| KernelError::Map { name, source })?;
+        log::info!(
+            "{legacy_records} charge records of an earlier build stay in the charges map until their objects go"
+        );
     }
 
     fs::create_dir_all(cgroup_parent).map_err(|source| KernelError::Io {

@@ -64,6 +64,7 @@ impl Host {
     /// Maps `reads` to files in the containers' upper directories under the included
     /// directories, and promotes what qualifies. Returns the links made pending.
     pub fn cache_promote(&self, reads: &[ReadKey]) -> Result<usize, HostError> {
+        let _cache = crate::ct::host::lock(&self.cache_lock);
         let (settings, store) = self.cache_parts()?;
         let mut found = Vec::new();
         for ct in self.configured()? {
@@ -80,7 +81,9 @@ impl Host {
             if keys.is_empty() {
                 continue;
             }
-            let config = self.config(&ct)?;
+            let Ok(config) = self.config(&ct) else {
+                continue;
+            };
             let root_id = crate::ct::lifecycle::userns_base(&config)?.unwrap_or(0);
             let upper = self.rootfs(&ct).private.join("upper");
             let mut files = Vec::new();
@@ -133,6 +136,7 @@ impl Host {
 
     /// Checks every object (dropping corrupt ones) and evicts down to the cap.
     pub fn cache_gc(&self) -> Result<GcReport, HostError> {
+        let _cache = crate::ct::host::lock(&self.cache_lock);
         let (_, store) = self.cache_parts()?;
         let before = store.stats()?;
         let hashes = store.hashes();
@@ -148,6 +152,7 @@ impl Host {
 
     /// Removes every object; containers keep the links they have.
     pub fn cache_drop(&self) -> Result<u64, HostError> {
+        let _cache = crate::ct::host::lock(&self.cache_lock);
         let (_, store) = self.cache_parts()?;
         Ok(store.drop_all()?)
     }

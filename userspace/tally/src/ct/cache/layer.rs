@@ -123,7 +123,9 @@ pub fn promote(root: &Path, store: &Store, settings: &Settings, reads: &[Read]) 
         if !stored {
             continue;
         }
-        let object_mode = fs::metadata(store.object_path(&hex)).map(|m| m.mode() & 0o7777).unwrap_or(0);
+        let object_mode = fs::metadata(store.object_path(&hex))
+            .map(|m| m.mode() & 0o7777)
+            .unwrap_or(0);
         if object_mode != mode {
             // The same content with another mode is stored already: promote it another time.
             continue;

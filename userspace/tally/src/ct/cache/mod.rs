@@ -106,7 +106,10 @@ impl Settings {
             match key.as_str() {
                 "PFCACHE_INCLUDES" => {
                     s.includes = value.split_whitespace().map(PathBuf::from).collect();
-                    if s.includes.iter().any(|p| !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..")) {
+                    if s.includes
+                        .iter()
+                        .any(|p| !p.is_absolute() || p.components().any(|c| c.as_os_str() == ".."))
+                    {
                         return Err(bad(key, value, "absolute paths without '..'"));
                     }
                 }
@@ -135,7 +138,11 @@ impl Settings {
             }
         }
         if s.min_size > s.max_size {
-            return Err(bad("PFCACHE_MIN_SIZE", &s.min_size.to_string(), "above PFCACHE_MAX_SIZE"));
+            return Err(bad(
+                "PFCACHE_MIN_SIZE",
+                &s.min_size.to_string(),
+                "above PFCACHE_MAX_SIZE",
+            ));
         }
         Ok(s)
     }
@@ -145,7 +152,11 @@ impl Settings {
 /// was computed for, and recomputed when either changed.
 pub fn hash(path: &Path) -> Result<String, CacheError> {
     let meta = fs::symlink_metadata(path).map_err(io(path))?;
-    let stamp = format!("{} {}", meta.len(), meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128);
+    let stamp = format!(
+        "{} {}",
+        meta.len(),
+        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
+    );
     if let Ok(Some(v)) = xattr::get(path, HASH_XATTR) {
         let v = String::from_utf8_lossy(&v).into_owned();
         if let Some((hex, rest)) = v.split_once(' ') {
@@ -165,7 +176,10 @@ fn hash_content(path: &Path) -> Result<String, CacheError> {
 }
 
 /// SHA-256 of `path`'s content, handing each chunk read to `also` (a copy being written).
-fn hash_while_reading(path: &Path, mut also: impl FnMut(&[u8]) -> Result<(), CacheError>) -> Result<String, CacheError> {
+fn hash_while_reading(
+    path: &Path,
+    mut also: impl FnMut(&[u8]) -> Result<(), CacheError>,
+) -> Result<String, CacheError> {
     let mut f = fs::File::open(path).map_err(io(path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -294,7 +308,11 @@ impl Store {
         let p = self.object_path(hex);
         let verified = fs::metadata(&p)
             .is_ok_and(|m| fs::read_to_string(self.verified_path(hex)).is_ok_and(|s| s == ctime_ns(&m).to_string()));
-        let now = nix::sys::time::TimeSpec::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
+        let now = nix::sys::time::TimeSpec::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
         let _ = nix::sys::stat::utimensat(
             None,
             &p,
@@ -441,7 +459,11 @@ mod tests {
     fn settings_have_defaults_and_refuse_nonsense() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Settings::load(dir.path()).unwrap(), Settings::default());
-        fs::write(Settings::path(dir.path()), "PFCACHE_INCLUDES=\"/srv /usr\"\nPFCACHE_SIZE=\"1G\"\n").unwrap();
+        fs::write(
+            Settings::path(dir.path()),
+            "PFCACHE_INCLUDES=\"/srv /usr\"\nPFCACHE_SIZE=\"1G\"\n",
+        )
+        .unwrap();
         let s = Settings::load(dir.path()).unwrap();
         assert_eq!(s.includes, vec![PathBuf::from("/srv"), PathBuf::from("/usr")]);
         assert_eq!(s.cap, 1 << 30);
