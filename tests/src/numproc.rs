@@ -401,7 +401,7 @@ pub(crate) fn fill_charge_table(env: &Env) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn charges_in_hash(pins: &tally::kernel::programs::PinLayout) -> Result<u64> {
+pub(crate) fn charges_in_hash(pins: &tally::kernel::pins::PinLayout) -> Result<u64> {
     use aya::maps::{Array, Map, MapData};
     let count: Array<MapData, u64> = Array::try_from(Map::Array(MapData::from_pin(pins.map(CHARGES_IN_HASH))?))?;
     Ok(count.get(&0, 0)?)

@@ -300,3 +300,26 @@ mod tests {
         assert!(buckets.len() > 4000, "{} buckets for 4096 neighbours", buckets.len());
     }
 }
+
+/// A file as the read statistics key it: its inode number and its superblock's dev_t.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub ino: u64,
+    pub dev: u32,
+    /// 1: an overlayfs file, which reads a real file behind it.
+    pub overlay: u32,
+}
+
+/// At most this many files per read call: the overlay file, the real one, and one more
+/// (an overlay over an overlay).
+pub const FILES_PER_READ: usize = 3;
+
+/// Value of the programs' `reads_in_flight` map: the files one read syscall has read so far.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ReadInFlight {
+    pub cgroup_id: u64,
+    pub count: u64,
+    pub files: [FileId; FILES_PER_READ],
+}

@@ -3,6 +3,7 @@
 //! verifier sees constants.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use tally_common::FileId;
 
 #[unsafe(no_mangle)]
 static CGROUP_KN_OFFSET: u64 = 0;
@@ -131,15 +132,6 @@ pub fn file_rdev(file: u64) -> Option<u32> {
     Some(unsafe { core::ptr::read_volatile((inode + offset(&INODE_I_RDEV_OFFSET)) as *const u32) })
 }
 
-/// A file as the read statistics key it: its inode number and its superblock's dev_t.
-#[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    pub ino: u64,
-    pub dev: u32,
-    /// 1: an overlayfs file, which reads a real file behind it.
-    pub overlay: u32,
-}
 
 const S_IFMT: u16 = 0o170000;
 const S_IFREG: u16 = 0o100000;

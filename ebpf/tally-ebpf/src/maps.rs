@@ -6,11 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tally_common::{
-    stat, ChargeBucket, ChargeKey, Counters, CHARGE_BUCKETS, FileKey, FileReadCounts, Limits, Traffic, EVENTS_BYTES, MAX_CHARGED_OBJECTS,
-    MAX_CONTAINERS, MAX_FILE_READS,
+    stat, ChargeBucket, ChargeKey, Counters, CHARGE_BUCKETS, FileKey, FileReadCounts, Limits, ReadInFlight, Traffic, EVENTS_BYTES,
+    MAX_CHARGED_OBJECTS, MAX_CONTAINERS, MAX_FILE_READS,
 };
-
-use crate::lsm::read::ReadInFlight;
 
 /// cgroup2 id -> every row's held/maxheld/failcnt. Written by programs (atomically);
 /// userspace creates the zeroed row when it registers a container.

@@ -3,6 +3,7 @@
 //! (docs/exit-codes.md); `exec` exits with the command's own code.
 
 mod cmd;
+mod pty;
 mod rows;
 
 use std::path::PathBuf;

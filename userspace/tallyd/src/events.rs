@@ -10,7 +10,7 @@ use std::{
 use tally::{
     api::EventView,
     ct::Host,
-    kernel::{events::EventReader, programs::PinLayout},
+    kernel::{events::EventReader, pins::PinLayout},
     ubc::Resource,
 };
 

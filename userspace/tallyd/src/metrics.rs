@@ -14,7 +14,7 @@ use tally::{
     ct::{ContainerView, CtId, Host},
     kernel::{
         maps::{map_fill, BeancounterMaps, TrafficMap},
-        programs::PinLayout,
+        pins::PinLayout,
         reads::{self, FileRead},
         Tier,
     },

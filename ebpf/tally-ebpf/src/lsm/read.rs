@@ -11,26 +11,16 @@ use aya_ebpf::{
     programs::{FExitContext, LsmContext},
 };
 
+use tally_common::{FileId, ReadInFlight, FILES_PER_READ};
+
 use crate::{
-    kernel::{regular_file, syscall_nr, FileId},
+    kernel::{regular_file, syscall_nr},
     maps::READS_IN_FLIGHT,
     trace::read::{count, current_container, read_syscall_fd_arg},
 };
 
 const MAY_READ: i32 = 4;
 
-/// At most this many files per read call: the overlay file, the real one, and one more
-/// (an overlay over an overlay).
-const FILES_PER_READ: usize = 3;
-
-/// Value of `reads_in_flight`: the files one read syscall has read so far.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ReadInFlight {
-    pub cgroup_id: u64,
-    pub count: u64,
-    pub files: [FileId; FILES_PER_READ],
-}
 
 /// security_file_permission(file, mask): a read or write of `file` is about to happen. Never
 /// refuses; looks only at reads of regular files inside the read syscalls of container tasks

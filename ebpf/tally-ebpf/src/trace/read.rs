@@ -24,11 +24,11 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use tally_common::{FileKey, FileReadCounts};
+use tally_common::{FileId, FileKey, FileReadCounts};
 
 use crate::{
     atomic,
-    kernel::{current_fd_file, mapping_file, overlay_real_file, regular_file, syscall_arg, syscall_nr_btf, FileId},
+    kernel::{current_fd_file, mapping_file, overlay_real_file, regular_file, syscall_arg, syscall_nr_btf},
     maps::{FILE_READS, LIMITS},
 };
 

@@ -94,7 +94,7 @@ pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: 
         .collect::<Result<_, _>>()?;
     // Children of this process are born in the container's PID namespace.
     setns(&pidfd, CloneFlags::CLONE_NEWPID).map_err(sys("entering the PID namespace"))?;
-    let (pty_parent, pty_child) = pty_pair()?;
+    let (pty_parent, pty_child) = crate::pty::socket_pair().map_err(sys("socketpair"))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     // Born in the container's cgroup2 directory; the child joins the v1 hierarchies itself.
     let pid = clone_into_cgroup(Some(cgroup_dir.as_raw_fd()))
@@ -140,17 +140,6 @@ fn sys(what: &str) -> impl FnOnce(nix::Error) -> Failure {
     move |e: nix::Error| Failure::new(ExitCode::SystemError, format!("{what}: {e}"))
 }
 
-/// The socket a child inside the container sends its pty's master through.
-fn pty_pair() -> Result<(OwnedFd, OwnedFd), Failure> {
-    nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::Stream,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(sys("socketpair"))
-}
-
 /// The slow way in (this process already in the container's PID namespace): fork, have
 /// tallyd move the child through cgroup.procs, then let it go on.
 fn run_attached(
@@ -162,7 +151,7 @@ fn run_attached(
     tty: bool,
 ) -> Result<i32, Failure> {
     let (go_r, go_w) = nix::unistd::pipe().map_err(sys("pipe"))?;
-    let (pty_parent, pty_child) = pty_pair()?;
+    let (pty_parent, pty_child) = crate::pty::socket_pair().map_err(sys("socketpair"))?;
     // SAFETY: this process is single-threaded (checked by the callers), so the child may run
     // Rust code.
     match unsafe { fork() }.map_err(sys("fork"))? {
@@ -201,8 +190,8 @@ fn run_attached(
 /// Relays the pty (with `tty`) and returns the command's exit code, as a shell would.
 fn finish(child: nix::unistd::Pid, pty_parent: Option<&OwnedFd>) -> Result<i32, Failure> {
     if let Some(sock) = pty_parent {
-        if let Some(master) = super::enter::receive_fd(sock) {
-            super::enter::relay(master);
+        if let Some(master) = crate::pty::receive_fd(sock) {
+            crate::pty::relay(master);
         }
     }
     loop {
@@ -255,7 +244,7 @@ fn enter_and_exec(pidfd: &OwnedFd, userns: bool, argv: &[CString], pty: Option<&
     std::env::set_var("PATH", CONTAINER_PATH);
     std::env::set_var("HOME", "/root");
     if let Some(sock) = pty {
-        if let Err(e) = super::enter::take_pty(sock) {
+        if let Err(e) = crate::pty::take_pty(sock) {
             eprintln!("tally: a terminal inside the container: {e}");
             return ExitCode::SystemError.number();
         }

@@ -21,10 +21,7 @@ use super::{
     api::{CreateRequest, Status},
     host::HostError,
     launch::{self, pidfd_open, LaunchSpec},
-    net,
-    rootfs::Rootfs,
-    template::{self, Templates},
-    CtConfig, CtId, Host,
+    net, template, CtConfig, CtId, Host,
 };
 use crate::ubc::Resource;
 
@@ -90,47 +87,6 @@ fn parse_addresses(config: &CtConfig) -> Vec<Ipv4Addr> {
 }
 
 impl Host {
-    pub fn templates(&self) -> Templates {
-        Templates::new(&self.instance.root)
-    }
-
-    pub fn rootfs(&self, ct: &CtId) -> Rootfs {
-        Rootfs::new(&self.instance.root, ct)
-    }
-
-    pub(super) fn config(&self, ct: &CtId) -> Result<CtConfig, HostError> {
-        if !self.exists(ct) {
-            return Err(HostError::NoSuchContainer(ct.clone()));
-        }
-        Ok(CtConfig::load(&self.instance.config_path(ct))?)
-    }
-
-    /// The container's init: the process of its cgroup that is PID 1 in a namespace below
-    /// the host's.
-    pub fn init_pid(&self, ct: &CtId) -> Option<u32> {
-        let cgroup = self.cgroup(ct).ok()?;
-        cgroup.pids().ok()?.into_iter().find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    let line = s.lines().find(|l| l.starts_with("NSpid:"))?.to_string();
-                    let ids: Vec<&str> = line.split_whitespace().skip(1).collect();
-                    Some(ids.len() >= 2 && ids.last() == Some(&"1"))
-                })
-                .unwrap_or(false)
-        })
-    }
-
-    pub fn status(&self, ct: &CtId) -> Result<Status, HostError> {
-        let init_pid = if self.exists(ct) { self.init_pid(ct) } else { None };
-        Ok(Status {
-            exists: self.exists(ct),
-            mounted: self.rootfs(ct).is_mounted(),
-            running: init_pid.is_some(),
-            init_pid,
-        })
-    }
-
     /// Creates a stopped container: config, private area, cgroups and beancounters. Every
     /// value is checked first; on any failure nothing is left behind.
     pub fn create(&self, ct: &CtId, req: &CreateRequest) -> Result<super::ContainerView, HostError> {

@@ -2,6 +2,7 @@
 //! (overlay), network (netlink), the launch of their init into fresh namespaces, and the
 //! lifecycle on the host (cgroups, beancounter registration, limits applied per tier).
 
+mod accounting;
 pub mod cache;
 mod config;
 pub mod debootstrap;
@@ -12,6 +13,7 @@ mod lifecycle;
 mod locks;
 pub mod net;
 mod reaper;
+mod recovery;
 pub mod rootfs;
 pub mod sampled;
 pub mod template;

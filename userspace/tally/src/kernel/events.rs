@@ -5,7 +5,7 @@ use aya::maps::{Map, MapData, RingBuf};
 use tally_common::{map_name, LimitHit};
 use tokio::io::unix::AsyncFd;
 
-use super::{programs::PinLayout, KernelError};
+use super::{pins::PinLayout, KernelError};
 
 pub struct EventReader {
     ring: AsyncFd<RingBuf<MapData>>,

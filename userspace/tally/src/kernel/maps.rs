@@ -4,7 +4,7 @@
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
 use tally_common::{map_name, stat, ChargeKey, Counters, Limits, Traffic, CHARGE_BUCKETS, CHARGE_SLOTS};
 
-use super::{programs::PinLayout, KernelError};
+use super::{pins::PinLayout, KernelError};
 
 pub struct BeancounterMaps {
     counters: HashMap<MapData, u64, Counters>,

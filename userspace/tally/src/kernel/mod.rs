@@ -6,6 +6,7 @@
 pub mod btf;
 pub mod events;
 pub mod maps;
+pub mod pins;
 pub mod probe;
 pub mod programs;
 mod rawlink;

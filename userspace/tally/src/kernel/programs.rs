@@ -20,26 +20,10 @@ use tally_common::map_name;
 
 use super::{
     btf::{program_offsets, KernelBtf, VMLINUX},
-    describe_program_error, KernelError, Tier, OBJECT,
+    describe_program_error,
+    pins::PinLayout,
+    KernelError, Tier, OBJECT,
 };
-
-/// Where one tally instance keeps its pins.
-#[derive(Clone, Debug)]
-pub struct PinLayout {
-    pub root: PathBuf,
-}
-
-impl PinLayout {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        PinLayout { root: root.into() }
-    }
-    pub fn map(&self, name: &str) -> PathBuf {
-        self.root.join("maps").join(name)
-    }
-    pub fn link(&self, name: &str) -> PathBuf {
-        self.root.join("links").join(name)
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum Hook {

@@ -13,7 +13,7 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
 use tally_common::{map_name, FileKey, FileReadCounts};
 
-use super::{programs::PinLayout, KernelError};
+use super::{pins::PinLayout, KernelError};
 
 /// What one container read of one file.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
