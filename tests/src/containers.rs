@@ -68,6 +68,10 @@ pub fn tests() -> Vec<Test> {
             run: user_namespaces,
         },
         Test {
+            name: "a_state_directory_others_cannot_search_is_named_at_startup_and_by_each_start",
+            run: untraversable_root,
+        },
+        Test {
             name: "enter_gives_a_shell_on_the_containers_own_pty",
             run: enter_shell,
         },
@@ -1097,6 +1101,58 @@ fn user_namespaces(env: &mut Env) -> Outcome {
         "the privileged container has uid_map {map:?}"
     );
     for ct in ["150", "151", "152"] {
+        try_or_fail!(ok(env, &["destroy", ct]), "destroy");
+    }
+    Outcome::Pass
+}
+
+/// tallyd's state directory under a directory that others may not search (as anything under
+/// /root is): user-namespaced containers cannot reach their roots there. tallyd says so when it
+/// starts and refuses each such start with the directory and the fix; privileged containers
+/// are not affected, and once the directory may be searched the same container starts.
+fn untraversable_root(env: &mut Env) -> Outcome {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(o) = crate::harness::shown_by_the_full_tier_run("the state directory's modes do not depend on the tier")
+    {
+        return o;
+    }
+    let root = env.instance.root.clone();
+    let mode = |m: u32| std::fs::set_permissions(&root, std::fs::Permissions::from_mode(m));
+    try_or_fail!(mode(0o700), "chmod 0700 the state directory");
+    try_or_fail!(env.start_tallyd(), "starting tallyd");
+    try_or_fail!(ok(env, &["template", "list"]), "template list (makes busybox)");
+    if let Err(why) = tally::ct::userns::supported(&root.join("template/busybox")) {
+        return Outcome::Elsewhere(format!("no user namespaces on this host: {why}"));
+    }
+    let dir = root.display().to_string();
+    let said = |text: &str| text.contains(&dir) && text.contains(&format!("chmod o+x {dir}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !env.tallyd_log().iter().any(|l| said(l)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check!(
+        env.tallyd_log().iter().any(|l| said(l)),
+        "tallyd did not name {dir} and the fix at startup: {:#?}",
+        env.tallyd_log()
+    );
+    try_or_fail!(ok(env, &["create", "160", "--ipadd", "10.77.17.2"]), "create");
+    let out = try_or_fail!(env.tally(&["start", "160"]), "start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    check!(
+        out.status.code() == Some(7) && said(&stderr),
+        "start under a 0700 directory: exit {:?}, {stderr}",
+        out.status.code()
+    );
+    let status = try_or_fail!(ok(env, &["status", "160"]), "status");
+    check!(
+        status.contains("down") && status.contains("unmounted"),
+        "the refused start left {status}"
+    );
+    try_or_fail!(ok(env, &["create", "161", "--privileged"]), "create --privileged");
+    try_or_fail!(ok(env, &["start", "161"]), "a privileged container starts");
+    try_or_fail!(mode(0o755), "chmod 0755 the state directory");
+    try_or_fail!(ok(env, &["start", "160"]), "start once others may search the directory");
+    for ct in ["160", "161"] {
         try_or_fail!(ok(env, &["destroy", ct]), "destroy");
     }
     Outcome::Pass

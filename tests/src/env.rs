@@ -25,6 +25,8 @@ pub struct Env {
     pub socket: PathBuf,
     pub bin_dir: PathBuf,
     daemon: Option<Child>,
+    /// What every tallyd of this test wrote to its stderr (its log), line by line.
+    tallyd_log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Env {
@@ -43,6 +45,7 @@ impl Env {
             instance: Instance::new(&name, root)?,
             bin_dir,
             daemon: None,
+            tallyd_log: Default::default(),
         })
     }
 
@@ -76,10 +79,19 @@ impl Env {
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .context("spawning tallyd")?;
         let stdout = child.stdout.take().expect("piped");
+        // tallyd's log goes on to ours, and is kept for tests that read what it said.
+        let stderr = child.stderr.take().expect("piped");
+        let log = self.tallyd_log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                log.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -201,6 +213,11 @@ impl Env {
         }
         tar.into_inner()?.finish()?;
         Ok(archive)
+    }
+
+    /// The lines tallyd has logged so far.
+    pub fn tallyd_log(&self) -> Vec<String> {
+        self.tallyd_log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// tallyd's pid, while it runs.

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use tally::ubc::Resource;
 use tally_common::{
-    map_name::{CHARGES_IN_HASH, CHARGE_TABLE, CHARGE_TABLE_ENTRIES},
+    map_name::{CHARGES_IN_HASH, CHARGE_TABLE},
     ChargeBucket, CHARGE_BUCKETS, CHARGE_SLOTS,
 };
 
@@ -39,8 +39,12 @@ pub fn tests() -> Vec<Test> {
             run: build_change_replaces_programs,
         },
         Test {
-            name: "records_of_full_table_buckets_and_of_a_build_without_the_table_are_given_back_from_the_hash_map",
-            run: records_of_a_build_before_the_table,
+            name: "a_pinned_map_of_another_layout_makes_tallyd_refuse_naming_the_map_and_both_layouts",
+            run: pinned_map_of_another_layout,
+        },
+        Test {
+            name: "records_of_full_table_buckets_are_given_back_from_the_hash_map_by_a_tallyd_of_another_build",
+            run: records_in_the_hash_across_builds,
         },
         Test {
             name: "bad_container_ids_and_limits_are_refused_and_change_nothing",
@@ -341,13 +345,12 @@ fn make_pins_another_builds(root: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// A record whose table bucket is full goes to the `charges` hash map, where builds before the
-/// table kept every record, keyed the same way. Here every free slot of the table is taken
-/// (by keys of no row) before a fork storm, so that the storm's records all go to the hash map;
-/// then the table's maps are unpinned and the stamp changed, as a tallyd replacing a build from
-/// before the table finds them. It must count those records at attach (`charges_in_hash`) and
-/// its programs give back what they say when the tasks go.
-fn records_of_a_build_before_the_table(env: &mut Env) -> Outcome {
+/// A record whose table bucket is full goes to the `charges` hash map. Here every free slot of
+/// the table is taken (by keys of no row) before a fork storm, so that the storm's records all
+/// go to the hash map; then the pins are made another build's, as after an upgrade. The new
+/// tallyd's programs keep the maps, `charges_in_hash` included, and give back what the hash
+/// map says when the tasks go.
+fn records_in_the_hash_across_builds(env: &mut Env) -> Outcome {
     let (running, held) = try_or_fail!(
         storm_held_by_a_stopped_tallyd(env, fill_charge_table),
         "a storm held while tallyd is down"
@@ -358,23 +361,20 @@ fn records_of_a_build_before_the_table(env: &mut Env) -> Outcome {
         in_hash >= held,
         "with the table full, every held task's record should be in the hash map: {in_hash} there, {held} held"
     );
-    for name in [CHARGE_TABLE, CHARGE_TABLE_ENTRIES, CHARGES_IN_HASH] {
-        try_or_fail!(std::fs::remove_file(pins.map(name)), "unpinning {name}");
-    }
     try_or_fail!(make_pins_another_builds(&pins.root), "making the pins another build's");
     let ready = try_or_fail!(env.start_tallyd(), "starting tallyd again");
     check!(
         ready.contains("programs=fresh"),
-        "the old build's programs must be replaced: {ready}"
+        "the other build's programs must be replaced: {ready}"
     );
     let counted = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
     check!(
         counted == in_hash,
-        "charges_in_hash should count the {in_hash} records at attach: {counted}"
+        "charges_in_hash should still count the {in_hash} records: {counted}"
     );
     try_or_fail!(
         storm_given_back(env, running),
-        "what the old build charged should be given back from the hash map"
+        "what the other build charged should be given back from the hash map"
     );
     let left = try_or_fail!(charges_in_hash(&pins), "reading charges_in_hash");
     check!(
@@ -490,4 +490,86 @@ fn bad_input_changes_nothing(env: &mut Env) -> Outcome {
         "config changed by a refused set: {conf}"
     );
     Outcome::Pass
+}
+
+/// A `counters` map pinned under the instance with another value size (as a build with a
+/// longer row list would leave): tallyd refuses it, naming the map and both layouts, attaches
+/// nothing, and leaves the pin as it was.
+fn pinned_map_of_another_layout(env: &mut Env) -> Outcome {
+    use tally::kernel::pins::MapLayout;
+    if let Some(o) = crate::harness::shown_by_the_full_tier_run("the pins' layout check does not depend on the tier") {
+        return o;
+    }
+    let pins = env.instance.pins();
+    try_or_fail!(tally::kernel::programs::ensure_bpffs(), "bpffs");
+    try_or_fail!(
+        std::fs::create_dir_all(pins.root.join("maps")),
+        "making the maps directory"
+    );
+    let theirs = MapLayout {
+        map_type: 1, // BPF_MAP_TYPE_HASH
+        key_size: 8,
+        value_size: 16,
+        max_entries: 64,
+    };
+    let path = pins.map(tally_common::map_name::COUNTERS);
+    try_or_fail!(pin_new_map(&path, theirs), "pinning a map of another layout");
+    let started = env.start_tallyd();
+    check!(
+        started.is_err(),
+        "tallyd got ready with a counters map of another layout: {started:?}"
+    );
+    let ours = format!("value {} B", std::mem::size_of::<tally_common::Counters>());
+    let log = env.tallyd_log();
+    check!(
+        log.iter()
+            .any(|l| l.contains("counters") && l.contains(&theirs.to_string()) && l.contains(&ours)),
+        "tallyd should name the map and both layouts ({theirs}; ours with {ours}): {log:#?}"
+    );
+    let info = try_or_fail!(aya::maps::MapInfo::from_pin(&path), "the pin afterwards");
+    check!(
+        info.value_size() == 16 && info.max_entries() == 64,
+        "the refused pin was replaced: value {} B, {} entries",
+        info.value_size(),
+        info.max_entries()
+    );
+    let links = std::fs::read_dir(pins.root.join("links"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    check!(links == 0, "tallyd attached {links} program(s) before refusing");
+    Outcome::Pass
+}
+
+/// Creates a BPF map of `layout` (named tally_itest) and pins it at `path`.
+fn pin_new_map(path: &std::path::Path, layout: tally::kernel::pins::MapLayout) -> Result<()> {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    let mut create = [0u8; 128];
+    for (at, v) in [
+        (0, layout.map_type),
+        (4, layout.key_size),
+        (8, layout.value_size),
+        (12, layout.max_entries),
+    ] {
+        create[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    // map_name, at offset 28 of union bpf_attr.
+    create[28..39].copy_from_slice(b"tally_itest");
+    // SAFETY: bpf(BPF_MAP_CREATE) reads `create`, which outlives the call; it returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, create.as_ptr(), create.len()) };
+    if fd < 0 {
+        bail!("BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just gave us; the OwnedFd closes it.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    let mut pin = [0u8; 128];
+    pin[0..8].copy_from_slice(&(c_path.as_ptr() as u64).to_ne_bytes());
+    pin[8..12].copy_from_slice(&(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32).to_ne_bytes());
+    // SAFETY: bpf(BPF_OBJ_PIN) reads `pin` and the path it points to, both alive here.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, pin.as_ptr(), pin.len()) };
+    if r < 0 {
+        bail!("BPF_OBJ_PIN {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+    Ok(())
 }

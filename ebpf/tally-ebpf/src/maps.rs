@@ -31,8 +31,7 @@ pub static CHARGE_TABLE: Array<ChargeBucket> = Array::with_max_entries(CHARGE_BU
 #[map(name = "charge_table_entries")]
 pub static CHARGE_TABLE_ENTRIES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The records a full `charge_table` bucket could not take (and those of builds before the
-/// table): (object, row) -> cgroup2 id.
+/// The records a full `charge_table` bucket could not take: (object, row) -> cgroup2 id.
 #[map(name = "charges")]
 pub static CHARGES: HashMap<ChargeKey, u64> = HashMap::with_max_entries(MAX_CHARGED_OBJECTS, 0);
 

@@ -27,8 +27,7 @@ const BPF_NOEXIST: u64 = 1;
 /// programs). So the table's identity of an object is its distance from the `charge_table`
 /// map, whose address stays put while the map lives (it is pinned, and kept across builds):
 /// one instruction, where reading the address back through a helper cost about 140 ns per
-/// hook under emulation. The `charges` hash map keys records by the address itself, as
-/// builds before the table did.
+/// hook under emulation. The `charges` hash map keys records by the address itself.
 #[derive(Clone, Copy)]
 pub struct Object {
     /// `pointer - &charge_table`: the table's key.
@@ -221,8 +220,7 @@ pub fn take_each<const N: usize>(Object { id, pointer }: Object, rows: [usize; N
     }
 }
 
-/// Removes the `charges` hash map's record of `object` (an address, or the cookie by which
-/// builds before the table knew a socket in the fallback tier) for `res`.
+/// Removes the `charges` hash map's record of `object` (an address) for `res`.
 #[inline(always)]
 pub fn take_from_hash(object: u64, res: usize) -> Option<u64> {
     let k = hash_key(object, res);

@@ -90,6 +90,10 @@ fn main() -> Result<()> {
     // Container inits are reparented to tallyd when their launcher exits, so tallyd reaps them.
     nix::sys::prctl::set_child_subreaper(true).context("PR_SET_CHILD_SUBREAPER")?;
     let host = Host::open(instance, tier)?;
+    // Said once here, and again by each start it refuses.
+    if let Some((dir, mode)) = host.instance.untraversable_dir() {
+        log::warn!("{}", tally::ct::HostError::Untraversable { dir, mode });
+    }
     let adopted = host.adopt_all()?;
     log::info!("{} container(s) re-applied", adopted.len());
     // Parsing the kernel's BTF (probe, load, attach) grew the heap by some 45 MB, all freed by

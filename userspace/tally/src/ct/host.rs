@@ -71,6 +71,20 @@ impl Instance {
         Ok(layout.unified()?.join(&self.name))
     }
 
+    /// The first directory from the root of the filesystem down to the state directory that
+    /// others may not search (with its mode). A user-namespaced container's ids are "others"
+    /// to every host directory, so such a directory keeps them out of their own root tree.
+    pub fn untraversable_dir(&self) -> Option<(PathBuf, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        let root = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let mut dirs: Vec<&std::path::Path> = root.ancestors().collect();
+        dirs.reverse();
+        dirs.into_iter().find_map(|d| {
+            let mode = fs::metadata(d).ok()?.permissions().mode() & 0o7777;
+            (mode & 0o001 == 0).then(|| (d.to_path_buf(), mode))
+        })
+    }
+
     /// Removes the instance's (empty) parent directories on every hierarchy; for unloading.
     pub fn remove_cgroup_parents(&self, layout: &Layout) {
         let v1 = layout.controllers.values().map(|(mount, _)| mount.join(&self.name));
@@ -114,6 +128,12 @@ pub enum HostError {
     BadBridge(String),
     #[error("user namespace: {0}")]
     Userns(String),
+    #[error(
+        "{dir} (mode {mode:04o}) keeps containers with a user namespace out of their roots under it: their ids are \
+         others to the host's directories, and others may not search this one. Run `chmod o+x {dir}`, or give tallyd \
+         a --root whose every parent others may search"
+    )]
+    Untraversable { dir: PathBuf, mode: u32 },
     #[error("file cache: {0}")]
     Cache(#[from] super::cache::CacheError),
     #[error("IP address {addr} is in use by container {by}")]
@@ -160,7 +180,7 @@ impl HostError {
                 T::Exists(_) => ExitCode::Exists,
                 T::Busybox(_) | T::Build { .. } | T::Io { .. } => ExitCode::SystemError,
             },
-            HostError::Launch(_) => ExitCode::StartFailed,
+            HostError::Launch(_) | HostError::Untraversable { .. } => ExitCode::StartFailed,
             HostError::Userns(_)
             | HostError::Cgroup(_)
             | HostError::Kernel(_)

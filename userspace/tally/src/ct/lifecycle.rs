@@ -318,6 +318,11 @@ impl Host {
 
     fn launch(&self, ct: &CtId, config: &CtConfig) -> Result<(), HostError> {
         let base = userns_base(config)?;
+        if base.is_some() {
+            if let Some((dir, mode)) = self.instance.untraversable_dir() {
+                return Err(HostError::Untraversable { dir, mode });
+            }
+        }
         // One user namespace serves the idmapped layers and the container itself.
         let (userns, netns) = match base {
             Some(base) => {

@@ -208,9 +208,3 @@ fn fill<K: aya::Pod, V: aya::Pod>(pins: &PinLayout, name: &'static str) -> Resul
         capacity,
     })
 }
-
-/// How many records the `charges` hash map holds, for `charges_in_hash` when a build that
-/// predates the table left some there (one syscall per entry; once, at attach).
-pub(super) fn charges_in_hash(pins: &PinLayout) -> Result<u64, KernelError> {
-    Ok(fill::<ChargeKey, u64>(pins, map_name::CHARGES)?.entries)
-}

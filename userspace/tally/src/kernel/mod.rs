@@ -35,6 +35,8 @@ pub enum KernelError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Layout(#[from] pins::LayoutError),
     #[error("tally's BPF state is not loaded (no pins at {0}); is tallyd running?")]
     NotLoaded(std::path::PathBuf),
 }

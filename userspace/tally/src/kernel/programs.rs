@@ -21,7 +21,7 @@ use tally_common::map_name;
 use super::{
     btf::{program_offsets, KernelBtf, VMLINUX},
     describe_program_error,
-    pins::PinLayout,
+    pins::{MapLayout, PinLayout},
     KernelError, Tier, OBJECT,
 };
 
@@ -242,15 +242,24 @@ pub fn ensure_attached(
     cgroup_parent: &Path,
 ) -> Result<Attach, KernelError> {
     let specs = programs(tier, reads);
+    // Maps are adopted either way (with the programs, or by the loader below): never one
+    // that is not what this build's programs read and write.
+    pins.check(&expected_layouts()?)?;
     let stamp = object_stamp(pins);
-    if stamp.exists()
+    let attached = if stamp.exists()
         && specs.iter().all(|s| pins.link(s.name).exists())
         && PINNED_MAPS.iter().all(|m| pins.map(m).exists())
     {
-        return Ok(Attach::Adopted);
-    }
-    attach(pins, &specs, cgroup_parent, stamp, false)?;
-    Ok(Attach::Fresh)
+        Attach::Adopted
+    } else {
+        attach(pins, &specs, cgroup_parent, stamp, false)?;
+        Attach::Fresh
+    };
+    pins.stamp_layout().map_err(|source| KernelError::Io {
+        path: pins.root.clone(),
+        source,
+    })?;
+    Ok(attached)
 }
 
 /// For the hooks benchmark only: attaches the tier's programs, in place of whatever is pinned,
@@ -311,29 +320,7 @@ fn attach(
     if floor {
         loader.override_global("BENCH_FLOOR", &1u64, true);
     }
-    // A build from before `charge_table` kept every record in `charges`: the new programs
-    // must know to look there (see ebpf record.rs) until those objects are gone.
-    let legacy_records = if pins.map(map_name::CHARGES).exists() && !pins.map(map_name::CHARGES_IN_HASH).exists() {
-        super::maps::charges_in_hash(pins)?
-    } else {
-        0
-    };
     let mut ebpf = loader.load(OBJECT)?;
-    if legacy_records > 0 {
-        let name = map_name::CHARGES_IN_HASH;
-        let map = ebpf.map_mut(name).ok_or(KernelError::Program {
-            name,
-            message: "not in the object".into(),
-        })?;
-        let mut count: aya::maps::Array<_, u64> =
-            aya::maps::Array::try_from(map).map_err(|source| KernelError::Map { name, source })?;
-        count
-            .set(0, legacy_records, 0)
-            .map_err(|source| KernelError::Map { name, source })?;
-        log::info!(
-            "{legacy_records} charge records of an earlier build stay in the charges map until their objects go"
-        );
-    }
 
     fs::create_dir_all(cgroup_parent).map_err(|source| KernelError::Io {
         path: cgroup_parent.to_path_buf(),
@@ -421,6 +408,32 @@ fn attach(
     Ok(())
 }
 
+/// The layout of each pinned map as this build's object defines it.
+fn expected_layouts() -> Result<Vec<(&'static str, MapLayout)>, KernelError> {
+    let object = aya_obj::Object::parse(OBJECT).map_err(|e| KernelError::Program {
+        name: "object",
+        message: e.to_string(),
+    })?;
+    PINNED_MAPS
+        .iter()
+        .map(|name| {
+            let map = object.maps.get(*name).ok_or(KernelError::Program {
+                name,
+                message: "not in the object".into(),
+            })?;
+            Ok((
+                *name,
+                MapLayout {
+                    map_type: map.map_type(),
+                    key_size: map.key_size(),
+                    value_size: map.value_size(),
+                    max_entries: map.max_entries(),
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The pinned programs' build: a directory named after the object's digest (bpffs holds no
 /// plain files). A tallyd of another build (an upgrade) finds no stamp of its own and
 /// re-attaches its programs, keeping the maps and so the counters, instead of adopting
@@ -470,6 +483,7 @@ pub fn unpin_all(pins: &PinLayout) -> Result<(), KernelError> {
     }
     let _ = fs::remove_dir(&maps);
     clear_stamps(pins);
+    pins.clear_layout_stamp();
     let _ = fs::remove_dir(&pins.root);
     Ok(())
 }
