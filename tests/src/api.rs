@@ -258,7 +258,7 @@ fn systemd_unit(env: &mut Env) -> Outcome {
     let unit = include_str!("../../userspace/tallyd/tallyd.service");
     let tallyd = env.itest_binary().with_file_name("tallyd");
     check!(
-        unit.contains("ExecStart=/usr/local/sbin/tallyd "),
+        unit.contains("ExecStart=/usr/sbin/tallyd ") && unit.contains("Type=notify"),
         "the unit's ExecStart: {unit}"
     );
     check!(
@@ -267,10 +267,7 @@ fn systemd_unit(env: &mut Env) -> Outcome {
     );
     let copy = env.instance.root.join("tally-itest.service");
     try_or_fail!(
-        std::fs::write(
-            &copy,
-            unit.replace("/usr/local/sbin/tallyd", &tallyd.display().to_string())
-        ),
+        std::fs::write(&copy, unit.replace("/usr/sbin/tallyd", &tallyd.display().to_string())),
         "writing the unit"
     );
     let out = try_or_fail!(

@@ -25,6 +25,9 @@ use crate::{bench::median, env::Env, harness::ok};
 
 /// The target for tallyd's resident set at 200 containers.
 const TALLYD_RSS_MB: f64 = 50.0;
+/// And for what those containers add to it over its idle figure (what tallyd keeps per
+/// container: no thread, no buffer, a few map entries).
+const TALLYD_GROWTH_MB: f64 = 2.0;
 /// Ours for a busybox container with init and httpd (its overlay upper layer, veth, netns,
 /// cgroups, processes).
 const PER_CT_MIB: f64 = 16.0;
@@ -166,6 +169,11 @@ fn report(n: usize, f: &Figures) {
     println!(
         "bench: tallyd_rss_{n}_containers = {rss:.1} MB (target <= {TALLYD_RSS_MB:.0}: {})",
         met(rss <= TALLYD_RSS_MB)
+    );
+    let growth = mb(f.rss_after_kb) - mb(f.rss_before_kb);
+    println!(
+        "bench: tallyd_rss_growth_{n}_containers = {growth:.1} MB (target <= {TALLYD_GROWTH_MB:.0}: {})",
+        met(growth <= TALLYD_GROWTH_MB)
     );
     println!(
         "bench: memory_per_container = {per_ct:.2} MiB (target <= {PER_CT_MIB:.0}: {})",

@@ -112,21 +112,10 @@ impl Env {
 
     /// SIGTERM, as systemd stops it.
     pub fn stop_tallyd(&mut self) -> Result<()> {
-        if let Some(mut child) = self.daemon.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let patience = patience_secs();
-            let deadline = Instant::now() + Duration::from_secs(patience);
-            while child.try_wait()?.is_none() {
-                if Instant::now() > deadline {
-                    child.kill()?;
-                    child.wait()?;
-                    bail!("tallyd ignored SIGTERM for {patience} s");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        match self.daemon.take() {
+            Some(mut child) => terminate(&mut child, Duration::from_secs(patience_secs())),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// SIGKILL, as a crash or the OOM killer ends it.
@@ -405,4 +394,20 @@ fn patience_secs() -> u64 {
     } else {
         10
     }
+}
+
+/// SIGTERM to tallyd `child`, then waits up to `patience` for it to exit (and kills it after).
+pub fn terminate(child: &mut Child, patience: Duration) -> Result<()> {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + patience;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            bail!("tallyd ignored SIGTERM for {patience:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }

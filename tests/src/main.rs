@@ -24,6 +24,7 @@ mod escape;
 mod exact;
 mod harness;
 mod numproc;
+mod package;
 mod probe;
 mod prometheus;
 mod reads;
@@ -57,5 +58,6 @@ fn main() {
     tests.extend(reads::tests());
     tests.extend(cache::tests());
     tests.extend(concurrency::tests());
+    tests.extend(package::tests());
     std::process::exit(harness::run(tests, &filter));
 }

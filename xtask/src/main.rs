@@ -3,6 +3,7 @@
 //! quick when everything is present.
 
 mod bench;
+mod deb;
 mod demo;
 mod expect;
 mod setup;
@@ -31,6 +32,8 @@ enum Cmd {
     Demo,
     /// Benchmarks (ratios against a baseline taken in the same run).
     Bench(bench::Args),
+    /// The Debian package (target/tally-deb/tally_VERSION_amd64.deb).
+    Deb(deb::Args),
     /// Boot a VM kernel with tally's binaries in /tally/bin and run a shell command (development).
     VmRun(test::VmRunArgs),
 }
@@ -42,6 +45,7 @@ fn main() -> Result<()> {
         Cmd::Demo => demo::run(),
         Cmd::Bench(a) => bench::run(a),
         Cmd::VmRun(a) => test::vm_run(a),
+        Cmd::Deb(a) => deb::run(a),
     }
 }
 

@@ -146,9 +146,12 @@ fn host_tier(bins: &Path, filter: &str) -> Result<TierResult> {
             took: String::new(),
         });
     }
+    // The package of the binaries under test, for the test that installs it.
+    let deb = crate::deb::build(false).context("building the Debian package")?;
     let mut cmd = Command::new(bins.join("tally-itest"));
     cmd.arg(filter)
-        .env("TALLY_ITEST_DEBIAN_DEBS", crate::setup::debian_debs_path());
+        .env("TALLY_ITEST_DEBIAN_DEBS", crate::setup::debian_debs_path())
+        .env("TALLY_ITEST_DEB", deb);
     if let Some(e) = expect::for_release(&release) {
         cmd.env("TALLY_EXPECT_TIER", e.tier);
         if let Some(r) = e.reason {

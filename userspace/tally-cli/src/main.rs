@@ -71,6 +71,9 @@ enum Command {
     Cache(cmd::cache::Args),
     /// vzcfgvalidate's checks of a container's limits; exit 2 on an error.
     Validate(cmd::validate::Args),
+    /// Writes the man pages and shell completions to DIR (for packaging).
+    #[command(hide = true)]
+    GenerateManual { dir: PathBuf },
 }
 
 /// A failure with the exit code the catalogue gives it.
@@ -135,6 +138,9 @@ fn main() {
         Command::Reads(a) => block_on(cmd::reads::run(&client, a)),
         Command::Cache(a) => block_on(cmd::cache::run(&client, a)),
         Command::Validate(a) => cmd::validate::run(&client, a),
+        Command::GenerateManual { dir } => tally::manual::write(<Cli as clap::CommandFactory>::command(), &dir)
+            .map(|()| 0)
+            .map_err(|e| Failure::new(ExitCode::SystemError, format!("{}: {e}", dir.display()))),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -8,4 +8,5 @@ pub mod api;
 pub mod cgroup;
 pub mod ct;
 pub mod kernel;
+pub mod manual;
 pub mod ubc;

@@ -40,6 +40,9 @@ struct Args {
     /// taken (another tallyd), tallyd runs without the exporter; an address given here must bind.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Write the man page and shell completions to DIR and exit (for packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_manual: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -62,6 +65,11 @@ fn main() -> Result<()> {
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    if let Some(dir) = &args.generate_manual {
+        tally::manual::write(<Args as clap::CommandFactory>::command(), dir)
+            .with_context(|| format!("writing the manual to {}", dir.display()))?;
+        return Ok(());
+    }
     let instance = Instance::new(&args.instance, &args.root)?;
     let layout = Layout::detect()?;
     if args.unload {
@@ -125,12 +133,31 @@ fn main() -> Result<()> {
     }
     runtime.spawn(events::collect(pins, host.clone(), event_log.clone()));
     runtime.spawn(api::cache_rounds(host.clone()));
-    runtime.block_on(api::serve(host, event_log, args.socket, move || {
-        // The line tests and scripts wait for (like sd_notify's READY=1).
+    let watchdog = runtime.spawn(watchdog());
+    let served = runtime.block_on(api::serve(host, event_log, args.socket, move || {
+        // The programs are attached, the containers adopted and the socket bound: ready, for
+        // systemd (Type=notify) and for tests and scripts (this line).
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         println!(
             "tallyd: ready tier={tier} programs={} containers={}",
             format!("{attach:?}").to_lowercase(),
             adopted.len()
         );
-    }))
+    }));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    watchdog.abort();
+    served
+}
+
+/// Pings systemd's watchdog (WatchdogSec= in the unit) at half its interval from the runtime
+/// that serves the API, so that a wedged runtime stops the pings and systemd restarts tallyd.
+async fn watchdog() {
+    let Some(interval) = sd_notify::watchdog_enabled().filter(|d| !d.is_zero()) else {
+        return;
+    };
+    let mut every = tokio::time::interval(interval / 2);
+    loop {
+        every.tick().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    }
 }
