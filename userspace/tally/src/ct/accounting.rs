@@ -9,7 +9,10 @@ use tally_common::{Limit, Limits, RESOURCE_COUNT};
 use super::{config::ConfigError, host::lock, sampled, ContainerView, CtConfig, CtId, Host, HostError};
 use crate::{
     cgroup::{ContainerCgroup, Controller},
-    kernel::Tier,
+    kernel::{
+        rows::{self, Enforcement, Held, LimitTo, MemoryFigure, RowSource, Sample},
+        Tier,
+    },
     ubc::{page_size, Beancounter, Resource},
 };
 
@@ -99,9 +102,27 @@ impl Host {
         let cgid = cgroup.id()?;
         self.maps().register(cgid, &rows)?;
         self.remember_cgroup(cgid, ct);
+        // Each row's limits go where kernel::rows says, besides the map (which has them all).
         let bounded = |r: Resource| Some(rows.rows[r.index()].limit).filter(|l| *l != tally_common::UNLIMITED);
-        if self.tier == Tier::Fallback {
-            cgroup.set_pids_max(bounded(Resource::NumProc))?;
+        let guarantee =
+            |r: Resource| Some(rows.rows[r.index()].barrier).filter(|b| *b != tally_common::UNLIMITED && *b > 0);
+        let bytes = |pages: u64| pages.saturating_mul(page_size());
+        let (mut pids_max, mut ram, mut swap, mut low, mut min) = (None, None, None, None, None);
+        for r in Resource::ALL {
+            let Some(source) = rows::source(r, self.tier) else {
+                continue;
+            };
+            match source.limit_to {
+                LimitTo::Map => {}
+                LimitTo::PidsMax => pids_max = Some(bounded(r)),
+                LimitTo::MemoryMax => ram = bounded(r).map(bytes),
+                LimitTo::SwapMax => swap = bounded(r).map(bytes),
+                LimitTo::MemoryLow => low = guarantee(r).map(bytes),
+                LimitTo::MemoryMin => min = guarantee(r).map(bytes),
+            }
+        }
+        if let Some(max) = pids_max {
+            cgroup.set_pids_max(max)?;
         }
         if self.controllers().contains(&Controller::Cpu) {
             let cpu = config.cpu().map_err(|message| ConfigError::Syntax {
@@ -112,20 +133,10 @@ impl Host {
             cgroup.set_cpu(cpu.units, crate::cgroup::cpu::quota_us(cpu.limit, cpu.cpus))?;
         }
         if cgroup.has_memory() {
-            // VSwap: physpages' limit is the RAM, swappages' limit the swap.
-            let bytes = |pages: u64| pages.saturating_mul(page_size());
-            cgroup.set_memory_limits(
-                bounded(Resource::PhysPages).map(bytes),
-                bounded(Resource::SwapPages).map(bytes),
-            )?;
-            // OpenVZ's guarantees as the kernel offers them: vmguarpages' barrier is protected
-            // from reclaim (memory.low), oomguarpages' barrier always (memory.min).
-            let guarantee =
-                |r: Resource| Some(rows.rows[r.index()].barrier).filter(|b| *b != tally_common::UNLIMITED && *b > 0);
-            cgroup.set_memory_guarantees(
-                guarantee(Resource::VmGuarPages).map(bytes),
-                guarantee(Resource::OomGuarPages).map(bytes),
-            )?;
+            // VSwap: the RAM and the swap; OpenVZ's guarantees as the kernel offers them (memory.low
+            // protects from reclaim, memory.min always).
+            cgroup.set_memory_limits(ram, swap)?;
+            cgroup.set_memory_guarantees(low, min)?;
         }
         Ok(())
     }
@@ -167,16 +178,25 @@ impl Host {
     ) -> Result<([Beancounter; RESOURCE_COUNT], Option<crate::cgroup::MemoryUsage>), HostError> {
         let (mut rows, memory) = self.kept_rows_and_memory(cgroup, cgid)?;
         let pids = cgroup.pids()?;
-        let buffers = sampled::socket_buffers(&pids);
-        let sampled = [
-            (Resource::PrivVmPages, sampled::private_vm_pages(&pids)),
-            (Resource::TcpSndBuf, buffers.tcp_send),
-            (Resource::TcpRcvBuf, buffers.tcp_receive),
-            (Resource::OtherSockBuf, buffers.other_send),
-            (Resource::DgramRcvBuf, buffers.datagram_receive),
-            (Resource::NumIptEnt, sampled::netfilter_entries(&pids)),
-            (Resource::NumSigInfo, sampled::pending_signals(&pids).unwrap_or(0)),
-        ];
+        // One pass over the sockets serves the four buffer rows.
+        let mut buffers = None;
+        let mut sampled = Vec::new();
+        for r in Resource::ALL {
+            let Some(Held::Sampled(what)) = rows::source(r, self.tier).map(|s| s.held) else {
+                continue;
+            };
+            let mut socket = || *buffers.get_or_insert_with(|| sampled::socket_buffers(&pids));
+            let held = match what {
+                Sample::PrivateVm => sampled::private_vm_pages(&pids),
+                Sample::TcpSendQueues => socket().tcp_send,
+                Sample::TcpReceiveQueues => socket().tcp_receive,
+                Sample::OtherSent => socket().other_send,
+                Sample::DatagramReceive => socket().datagram_receive,
+                Sample::NetfilterEntries => sampled::netfilter_entries(&pids),
+                Sample::QueuedSignals => sampled::pending_signals(&pids).unwrap_or(0),
+            };
+            sampled.push((r, held));
+        }
         let mut peaks = lock(&self.sampled_peaks);
         let peaks = peaks.entry(cgid).or_insert([0; RESOURCE_COUNT]);
         for (r, held) in sampled {
@@ -215,16 +235,25 @@ impl Host {
                 failcnt: c.failcnt,
             };
         }
-        if self.tier == Tier::Fallback {
-            rows[Resource::NumProc.index()].failcnt = cgroup.pids_refusals()?;
+        let mut memory = None;
+        for r in Resource::ALL {
+            match rows::source(r, self.tier) {
+                Some(RowSource {
+                    enforcement: Enforcement::PidsController,
+                    ..
+                }) => rows[r.index()].failcnt = cgroup.pids_refusals()?,
+                Some(RowSource {
+                    held: Held::Memory(figure),
+                    ..
+                }) if cgroup.has_memory() => {
+                    if memory.is_none() {
+                        memory = Some(cgroup.memory_usage()?);
+                    }
+                    memory_row(&mut rows[r.index()], figure, memory.as_ref().expect("read above"));
+                }
+                _ => {}
+            }
         }
-        let memory = if cgroup.has_memory() {
-            let m = cgroup.memory_usage()?;
-            memory_rows(&mut rows, &m);
-            Some(m)
-        } else {
-            None
-        };
         Ok((rows, memory))
     }
 
@@ -276,51 +305,38 @@ impl Host {
     }
 }
 
-/// The memory rows come from the memory controller (as on newer Virtuozzo kernels): held and
-/// maxheld from its usage and peak, failcnt from its limit hits. Rows the controller cannot
-/// tell keep what BPF has (zero).
-fn memory_rows(rows: &mut [Beancounter; RESOURCE_COUNT], m: &crate::cgroup::MemoryUsage) {
+/// A memory row from the memory controller (as on newer Virtuozzo kernels): held and maxheld
+/// from its figure and peak, failcnt from its limit hits where it has them.
+fn memory_row(row: &mut Beancounter, figure: MemoryFigure, m: &crate::cgroup::MemoryUsage) {
     let page = page_size();
     let stat = |k: &str| m.stat.get(k).copied();
-    let mut set = |r: Resource, held: u64, peak: Option<u64>, failcnt: Option<u64>| {
-        let row = &mut rows[r.index()];
+    let swap = m.swap_current.unwrap_or(0);
+    let (held, peak, failcnt) = match figure {
+        MemoryFigure::Ram => (Some(m.current / page), m.peak.map(|p| p / page), Some(m.limit_hits)),
+        MemoryFigure::Swap => (Some(swap / page), m.swap_peak.map(|p| p / page), m.swap_limit_hits),
+        // OpenVZ's oomguarpages held: RAM and swap in use.
+        MemoryFigure::RamAndSwap => (Some((m.current + swap) / page), None, None),
+        // v1 keeps a kernel-memory counter of its own; v2 has "kernel" in memory.stat (5.18+),
+        // older v2 kernels spell out the parts.
+        MemoryFigure::Kernel => {
+            let kernel = m.kmem_current.or_else(|| stat("kernel")).unwrap_or_else(|| {
+                ["kernel_stack", "slab", "percpu", "pagetables", "sock"]
+                    .iter()
+                    .filter_map(|k| stat(k))
+                    .sum()
+            });
+            (Some(kernel), m.kmem_peak, None)
+        }
+        MemoryFigure::SlabReclaimable => (stat("slab_reclaimable"), None, None),
+        MemoryFigure::Shmem => (stat("shmem").map(|b| b / page), None, None),
+        MemoryFigure::Unevictable => (stat("unevictable").map(|b| b / page), None, None),
+    };
+    // A figure the controller cannot tell leaves what BPF has (zero).
+    if let Some(held) = held {
         row.held = held;
         row.maxheld = peak.unwrap_or(0).max(held);
-        if let Some(f) = failcnt {
-            row.failcnt = f;
-        }
-    };
-    set(
-        Resource::PhysPages,
-        m.current / page,
-        m.peak.map(|p| p / page),
-        Some(m.limit_hits),
-    );
-    let swap = m.swap_current.unwrap_or(0);
-    set(
-        Resource::SwapPages,
-        swap / page,
-        m.swap_peak.map(|p| p / page),
-        m.swap_limit_hits,
-    );
-    // OpenVZ's oomguarpages held: RAM and swap in use.
-    set(Resource::OomGuarPages, (m.current + swap) / page, None, None);
-    // v1 keeps a kernel-memory counter of its own; v2 has "kernel" in memory.stat (5.18+),
-    // older v2 kernels spell out the parts.
-    let kernel = m.kmem_current.or_else(|| stat("kernel")).unwrap_or_else(|| {
-        ["kernel_stack", "slab", "percpu", "pagetables", "sock"]
-            .iter()
-            .filter_map(|k| stat(k))
-            .sum()
-    });
-    set(Resource::KmemSize, kernel, m.kmem_peak, None);
-    if let Some(dcache) = stat("slab_reclaimable") {
-        set(Resource::DcacheSize, dcache, None, None);
     }
-    if let Some(shmem) = stat("shmem") {
-        set(Resource::ShmPages, shmem / page, None, None);
-    }
-    if let Some(locked) = stat("unevictable") {
-        set(Resource::LockedPages, locked / page, None, None);
+    if let Some(f) = failcnt {
+        row.failcnt = f;
     }
 }

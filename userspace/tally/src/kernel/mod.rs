@@ -11,6 +11,7 @@ pub mod probe;
 pub mod programs;
 mod rawlink;
 pub mod reads;
+pub mod rows;
 
 pub use probe::{HostReport, Tier};
 

@@ -203,19 +203,18 @@ fn probe_programs(btf: &Btf) -> Vec<(String, Check)> {
     out
 }
 
-/// For each row: where its numbers come from on this tier and whether it is enforced. One
-/// table, so that `tally check` and the code that enforces agree in one place.
+/// For each row: where its numbers come from on this tier and whether it is enforced, as
+/// super::rows declares it.
 pub fn row_plans(tier: Tier) -> Vec<RowPlan> {
     Resource::ALL
         .iter()
-        .filter(|r| !r.is_dummy())
-        .map(|r| {
-            let (status, how) = row_plan(*r, tier);
-            RowPlan {
+        .filter_map(|r| {
+            let s = super::rows::source(*r, tier)?;
+            Some(RowPlan {
                 resource: r.name().to_string(),
-                status,
-                how: how.to_string(),
-            }
+                status: s.enforcement.word(),
+                how: s.how.to_string(),
+            })
         })
         .collect()
 }
@@ -249,94 +248,4 @@ pub fn statistic_plans(tier: Tier) -> Vec<RowPlan> {
         status: "accounted",
         how,
     }]
-}
-
-fn row_plan(r: Resource, tier: Tier) -> (&'static str, &'static str) {
-    use Resource::*;
-    const NEEDS_LSM: &str = "not kept: needs BPF LSM (the full tier); shows held 0";
-    match (r, tier) {
-        (NumProc, Tier::Full) => (
-            "enforced",
-            "BPF LSM task_alloc refuses with EAGAIN over the barrier; uncharged when the task is reaped (fentry \
-             release_task), task_free as the safety net",
-        ),
-        (NumProc, Tier::Fallback) => (
-            "enforced",
-            "pids controller refuses (pids.max = limit); held/maxheld from tracepoints (zombies are not held: \
-             uncharged at exit); failcnt from pids.events",
-        ),
-        (NumFile, Tier::Full) => (
-            "enforced",
-            "BPF LSM file_open refuses with ENFILE over the barrier; uncharged at file_free_security",
-        ),
-        (NumFlock, Tier::Full) => (
-            "enforced",
-            "BPF LSM file_lock: a file holding locks is one numflock, ENOLCK over the barrier; uncharged at \
-             unlock or file release",
-        ),
-        (NumPty, Tier::Full) => (
-            "enforced",
-            "BPF LSM file_open of /dev/ptmx refuses with ENOSPC over the barrier",
-        ),
-        (NumTcpSock | NumOtherSock, Tier::Full) => (
-            "enforced",
-            "BPF LSM socket_post_create refuses with ENOBUFS over the barrier; socket_accept refuses accepted TCP \
-             connections over the limit (a soft charge: the connection exists already); uncharged at \
-             sk_free_security",
-        ),
-        (NumTcpSock | NumOtherSock, Tier::Fallback) => (
-            "enforced",
-            "inet sockets only: cgroup/sock_create refuses (the kernel returns EPERM), cgroup/sock_release \
-             uncharges; unix and accepted sockets are not counted",
-        ),
-        (NumSigInfo, _) => (
-            "accounted",
-            "containers with a user namespace (the default): the kernel's own per-user count of queued signals \
-             (the ucounts behind RLIMIT_SIGPENDING, SigQ in /proc/PID/status) summed over the users of the \
-             container's namespace, sampled when read; privileged containers share the host's counts and show \
-             held 0; not refused: no hook sees a siginfo freed (__sigqueue_free is inlined on Debian's 6.1 and \
-             6.12 kernels)",
-        ),
-        (NumFile | NumFlock | NumPty, Tier::Fallback) => ("not kept", NEEDS_LSM),
-        (PhysPages, _) => (
-            "enforced",
-            "memory controller: held/maxheld from its usage and peak, limit = RAM (memory.max or \
-             memory.limit_in_bytes, OOM kill past it), failcnt from its limit hits (at least its OOM kills)",
-        ),
-        (SwapPages, _) => (
-            "enforced",
-            "memory controller: swap in use; limit = swap (memory.swap.max, or memsw = RAM + swap on v1)",
-        ),
-        (KmemSize | DcacheSize | ShmPages | LockedPages, _) => (
-            "accounted",
-            "memory controller: kernel memory (memory.stat's kernel on v2, memory.kmem.usage_in_bytes on v1), \
-             slab_reclaimable, shmem, unevictable from memory.stat; not refused",
-        ),
-        (OomGuarPages, _) => (
-            "accounted",
-            "RAM + swap in use, from the memory controller; barrier = memory.min (a guarantee, cgroup v2 only)",
-        ),
-        (VmGuarPages, _) => (
-            "guarantee",
-            "barrier = memory.low (cgroup v2 only); no held of its own, as in OpenVZ",
-        ),
-        (PrivVmPages, _) => (
-            "accounted",
-            "private writable memory and stacks of the container's processes (VmData + VmStk), sampled when \
-             read; not refused: vm_enough_memory is closed to BPF",
-        ),
-        (TcpSndBuf | TcpRcvBuf | OtherSockBuf | DgramRcvBuf, _) => (
-            "accounted",
-            "the kernel's own per-socket memory (sock_diag meminfo) summed over the sockets the container's \
-             processes hold, sampled when read: TCP send queues, TCP receive queues, other sockets' sent data \
-             (unix data queued at the peer), other sockets' receive queues; not refused (TCP and UDP buffers \
-             are charged to the memory controller, whose limit bounds them)",
-        ),
-        (NumIptEnt, _) => (
-            "accounted",
-            "the container's own network namespace, read when asked: its nftables rules (nfnetlink dump) plus \
-             the entries of its legacy iptables tables, policies included; not refused",
-        ),
-        _ => ("not yet", "not implemented yet: shows held 0 and unlimited"),
-    }
 }
