@@ -596,3 +596,82 @@ pub fn program_stats(pins: &PinLayout) -> Result<Vec<ProgramStats>, KernelError>
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The built object against what userspace expects of it, read from the object itself.
+
+    use std::collections::BTreeSet;
+
+    use object::{Object as _, ObjectSymbol as _};
+
+    use super::*;
+
+    fn parsed() -> aya_obj::Object {
+        aya_obj::Object::parse(OBJECT).expect("the built object parses")
+    }
+
+    #[test]
+    fn every_program_userspace_attaches_is_in_the_object() {
+        let object = parsed();
+        let mut attached = BTreeSet::new();
+        for tier in [Tier::Full, Tier::Fallback] {
+            for reads in [ReadHook::Filemap, ReadHook::SysExit] {
+                attached.extend(programs(tier, reads).iter().map(|s| s.name));
+            }
+        }
+        for name in &attached {
+            assert!(
+                object.programs.contains_key(*name),
+                "program {name} is not in the object"
+            );
+        }
+        // And the object has no program that nobody attaches or probes with.
+        for name in object.programs.keys() {
+            assert!(
+                attached.contains(name.as_str()) || name.starts_with("probe_"),
+                "the object's program {name} is attached by no tier"
+            );
+        }
+    }
+
+    #[test]
+    fn every_pinned_map_is_in_the_object_with_a_layout() {
+        let layouts = expected_layouts().expect("every pinned map is in the object");
+        assert_eq!(layouts.len(), PINNED_MAPS.len());
+        for (name, layout) in layouts {
+            assert!(layout.key_size > 0 || name == map_name::EVENTS, "{name}: {layout}");
+            assert!(layout.max_entries > 0, "{name}: {layout}");
+        }
+    }
+
+    #[test]
+    fn the_objects_globals_are_the_ones_userspace_fills_in() {
+        let file = object::File::parse(OBJECT).expect("an ELF object");
+        let globals: BTreeSet<String> = file
+            .symbols()
+            .filter_map(|s| s.name().ok().map(str::to_string))
+            .filter(|n| n.ends_with("_OFFSET"))
+            .collect();
+        let filled: BTreeSet<String> = super::super::btf::OFFSET_GLOBALS
+            .iter()
+            .map(|(g, _, _)| g.to_string())
+            .collect();
+        assert_eq!(
+            globals, filled,
+            "offset globals of the object against those btf.rs fills in"
+        );
+        assert!(
+            file.symbols().any(|s| s.name() == Ok("BENCH_FLOOR")),
+            "the benchmark's floor switch is a global of the object"
+        );
+    }
+
+    #[test]
+    fn the_objects_license_is_the_workspaces() {
+        let object = parsed();
+        // GPL-2.0-only, as the kernel spells it.
+        assert_eq!(env!("CARGO_PKG_LICENSE"), "GPL-2.0-only");
+        assert_eq!(object.license.to_str(), Ok("GPL v2"));
+    }
+}
