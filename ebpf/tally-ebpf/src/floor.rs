@@ -14,3 +14,13 @@ pub fn on() -> bool {
     // SAFETY: a read of a static; volatile so that the loader's override is what is read.
     unsafe { core::ptr::read_volatile(&BENCH_FLOOR) != 0 }
 }
+
+/// `floor_return!(ALLOW)` at the top of a program: returns ALLOW, what the program returns for
+/// an operation it lets through, at once when this load is the benchmark's floor.
+macro_rules! floor_return {
+    ($allow:expr) => {
+        if crate::floor::on() {
+            return $allow;
+        }
+    };
+}

@@ -132,7 +132,6 @@ pub fn file_rdev(file: u64) -> Option<u32> {
     Some(unsafe { core::ptr::read_volatile((inode + offset(&INODE_I_RDEV_OFFSET)) as *const u32) })
 }
 
-
 const S_IFMT: u16 = 0o170000;
 const S_IFREG: u16 = 0o100000;
 const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c7630;

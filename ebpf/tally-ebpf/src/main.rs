@@ -11,10 +11,14 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+// First: its macro serves the programs below.
+#[macro_use]
+mod floor;
+
 mod atomic;
 mod cgroup;
 mod charge;
-mod floor;
+mod errno;
 mod kernel;
 mod lsm;
 mod maps;

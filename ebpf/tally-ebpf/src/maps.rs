@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tally_common::{
-    stat, ChargeBucket, ChargeKey, Counters, CHARGE_BUCKETS, FileKey, FileReadCounts, Limits, ReadInFlight, Traffic, EVENTS_BYTES,
-    MAX_CHARGED_OBJECTS, MAX_CONTAINERS, MAX_FILE_READS,
+    stat, ChargeBucket, ChargeKey, Counters, FileKey, FileReadCounts, Limits, ReadInFlight, Traffic, CHARGE_BUCKETS,
+    EVENTS_BYTES, MAX_CHARGED_OBJECTS, MAX_CONTAINERS, MAX_FILE_READS,
 };
 
 /// cgroup2 id -> every row's held/maxheld/failcnt. Written by programs (atomically);

@@ -137,7 +137,9 @@ pub fn insert(Object { id, pointer }: Object, res: usize, cgid: u64) -> bool {
 #[inline(always)]
 fn find(object: u64, key: u64) -> Option<*mut ChargeSlot> {
     let b = bucket(object)?;
-    (0..CHARGE_SLOTS).map(|i| slot(b, i)).find(|s| atomic::load(key_of(*s)) == key)
+    (0..CHARGE_SLOTS)
+        .map(|i| slot(b, i))
+        .find(|s| atomic::load(key_of(*s)) == key)
 }
 
 #[inline(always)]

@@ -18,9 +18,7 @@ const PTS_MAJORS: core::ops::RangeInclusive<u32> = 136..=143;
 
 #[cgroup_device]
 pub fn device(ctx: DeviceContext) -> i32 {
-    if crate::floor::on() {
-        return ALLOW;
-    }
+    floor_return!(ALLOW);
     // SAFETY: ctx.device is the bpf_cgroup_dev_ctx the kernel hands this program.
     let (access_type, major, minor) = unsafe { ((*ctx.device).access_type, (*ctx.device).major, (*ctx.device).minor) };
     if access_type & 0xffff != DEVCG_DEV_CHAR {

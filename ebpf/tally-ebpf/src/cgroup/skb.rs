@@ -18,18 +18,14 @@ const PASS: i32 = 1;
 
 #[cgroup_skb(ingress)]
 pub fn ingress(ctx: SkBuffContext) -> i32 {
-    if crate::floor::on() {
-        return PASS;
-    }
+    floor_return!(PASS);
     count(&ctx, Direction::Receive);
     PASS
 }
 
 #[cgroup_skb(egress)]
 pub fn egress(ctx: SkBuffContext) -> i32 {
-    if crate::floor::on() {
-        return PASS;
-    }
+    floor_return!(PASS);
     count(&ctx, Direction::Transmit);
     PASS
 }

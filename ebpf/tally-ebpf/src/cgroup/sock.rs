@@ -38,9 +38,7 @@ fn row(ctx: &SockContext) -> usize {
 /// cache (a cookie, new for every socket, would take a cold bucket each time).
 #[cgroup_sock(sock_create)]
 pub fn sock_create(ctx: SockContext) -> i32 {
-    if crate::floor::on() {
-        return ALLOW;
-    }
+    floor_return!(ALLOW);
     let sk = Object::at(ctx.sock as u64);
     // SAFETY: a BPF helper valid in cgroup/sock programs.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
@@ -54,9 +52,7 @@ pub fn sock_create(ctx: SockContext) -> i32 {
 /// charged to: one lookup, not two.
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
-    if crate::floor::on() {
-        return ALLOW;
-    }
+    floor_return!(ALLOW);
     let res = row(&ctx);
     if !uncharge_object(Object::at(ctx.sock as u64), res) && record::hash_in_use() {
         // Builds before the charge table keyed sockets by cookie, in the hash map.

@@ -26,9 +26,7 @@ const NAME_LEN: usize = 64;
 
 #[cgroup_sysctl]
 pub fn sysctl(ctx: SysctlContext) -> i32 {
-    if crate::floor::on() {
-        return ALLOW;
-    }
+    floor_return!(ALLOW);
     // SAFETY: ctx.sysctl is the bpf_sysctl the kernel hands this program.
     if unsafe { (*ctx.sysctl).write } == 0 {
         return ALLOW;

@@ -6,12 +6,10 @@ use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmCon
 use tally_common::res::{NUMFILE, NUMFLOCK, NUMPTY};
 
 use crate::charge::{charge_caller, charge_object, is_charged, uncharge_object, uncharge_rows, Charge, Strictness};
+use crate::errno::{ENFILE, ENOLCK, ENOSPC};
 use crate::kernel::file_rdev;
 use crate::record::Object;
 
-const ENFILE: i32 = 23;
-const ENOSPC: i32 = 28;
-const ENOLCK: i32 = 37;
 /// /dev/ptmx and every devpts ptmx: character device 5:2 (new_encode_dev).
 const PTMX_RDEV: u32 = (5 << 20) | 2;
 const F_UNLCK: u32 = 2;
@@ -20,9 +18,7 @@ const F_UNLCK: u32 = 2;
 /// not opened this way and are not numfile.
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     match try_file_open(&ctx) {
         Ok(ret) | Err(ret) => ret,
     }
@@ -56,9 +52,7 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
 /// lock is one numflock; F_UNLCK gives it back (so does the file's release).
 #[lsm(hook = "file_lock")]
 pub fn file_lock(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -78,9 +72,7 @@ pub fn file_lock(ctx: LsmContext) -> i32 {
 /// security_file_free(file): the last reference is gone, in whatever context dropped it.
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     uncharge_rows(Object::at(ctx.arg(0)), [NUMFILE, NUMPTY, NUMFLOCK]);
     0
 }

@@ -21,15 +21,12 @@ use crate::{
 
 const MAY_READ: i32 = 4;
 
-
 /// security_file_permission(file, mask): a read or write of `file` is about to happen. Never
 /// refuses; looks only at reads of regular files inside the read syscalls of container tasks
 /// (not at execve's or a module load's reads, which are not followed by a read syscall's exit).
 #[lsm(hook = "file_permission")]
 pub fn file_permission(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -111,9 +108,7 @@ macro_rules! read_syscall_exits {
     ($($program:ident => $function:tt),* $(,)?) => {$(
         #[fexit(function = $function)]
         pub fn $program(ctx: FExitContext) -> u32 {
-            if crate::floor::on() {
-                return 0;
-            }
+            floor_return!(0);
             finish(ctx.arg(1));
             0
         }

@@ -6,10 +6,10 @@ use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmCon
 use tally_common::res::{NUMOTHERSOCK, NUMTCPSOCK};
 
 use crate::charge::{charge, charge_caller, charge_object, uncharge, uncharge_rows, Charge, Strictness};
+use crate::errno::ENOBUFS;
 use crate::kernel::socket_sk;
 use crate::record::Object;
 
-const ENOBUFS: i32 = 105;
 const AF_INET: i32 = 2;
 const AF_INET6: i32 = 10;
 const SOCK_STREAM: i32 = 1;
@@ -29,9 +29,7 @@ fn row(family: i32, sock_type: i32, protocol: i32) -> usize {
 /// security_socket_post_create(sock, family, type, protocol, kern): sock->sk exists now.
 #[lsm(hook = "socket_post_create")]
 pub fn socket_post_create(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     let previous: i32 = ctx.arg(5);
     if previous != 0 {
         return previous;
@@ -54,9 +52,7 @@ pub fn socket_post_create(ctx: LsmContext) -> i32 {
 /// barrier and limit that socket() may not.
 #[lsm(hook = "socket_accept")]
 pub fn socket_accept(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     let previous: i32 = ctx.arg(2);
     if previous != 0 {
         return previous;
@@ -77,9 +73,7 @@ pub fn socket_accept(ctx: LsmContext) -> i32 {
 /// process. Force: the gate above already refused what was over the limit.
 #[lsm(hook = "sock_graft")]
 pub fn sock_graft(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     let sk = Object::at(ctx.arg(0));
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
@@ -90,9 +84,7 @@ pub fn sock_graft(ctx: LsmContext) -> i32 {
 /// security_sk_free(sk): the sock is gone.
 #[lsm(hook = "sk_free_security")]
 pub fn sk_free_security(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     uncharge_rows(Object::at(ctx.arg(0)), [NUMTCPSOCK, NUMOTHERSOCK]);
     0
 }

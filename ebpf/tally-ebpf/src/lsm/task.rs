@@ -7,19 +7,16 @@ use aya_ebpf::{
 };
 use tally_common::res::NUMPROC;
 
+use crate::errno::EAGAIN;
 use crate::{
     charge::{charge_caller, uncharge_object},
     record::Object,
 };
 
-const EAGAIN: i32 = 11;
-
 /// security_task_alloc(task, clone_flags): runs in the parent, whose cgroup the child joins.
 #[lsm(hook = "task_alloc")]
 pub fn task_alloc(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     match try_task_alloc(&ctx) {
         Ok(ret) | Err(ret) => ret,
     }
@@ -43,9 +40,7 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
 /// was refused; then nothing was recorded and nothing is uncharged.
 #[lsm(hook = "task_free")]
 pub fn task_free(ctx: LsmContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
     0
 }
@@ -55,9 +50,7 @@ pub fn task_free(ctx: LsmContext) -> i32 {
 /// would refuse forks for tasks long gone.
 #[fentry(function = "release_task")]
 pub fn release_task(ctx: FEntryContext) -> u32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
     0
 }

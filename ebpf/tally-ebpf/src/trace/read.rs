@@ -64,9 +64,7 @@ pub fn current_container() -> Option<u64> {
 /// files. Runs at the end of every syscall on the host: the syscall number comes first.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     let regs: *const u8 = ctx.arg(0);
     let Some(fd_arg) = read_syscall_fd_arg(syscall_nr_btf(regs)) else {
         return 0;
@@ -84,9 +82,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 /// index..=last_index of `mapping`'s file.
 #[btf_tracepoint(function = "mm_filemap_get_pages")]
 pub fn filemap_get_pages(ctx: BtfTracePointContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     const PAGE_SIZE: u64 = 4096;
     let Some(cgroup_id) = current_container() else {
         return 0;
@@ -97,7 +93,12 @@ pub fn filemap_get_pages(ctx: BtfTracePointContext) -> i32 {
     let (first, last): (u64, u64) = (ctx.arg(1), ctx.arg(2));
     // SAFETY: a BPF helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    count(cgroup_id, id, last.saturating_sub(first).saturating_add(1) * PAGE_SIZE, now);
+    count(
+        cgroup_id,
+        id,
+        last.saturating_sub(first).saturating_add(1) * PAGE_SIZE,
+        now,
+    );
     0
 }
 

@@ -13,9 +13,7 @@ use crate::record::Object;
 /// child in its cgroup: the parent's, or the one clone3's CLONE_INTO_CGROUP put it in.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     let child: u64 = ctx.arg(1);
     let dst = forked_into_cgroup(ctx.arg(0), child).unwrap_or_else(|| {
         // SAFETY: a BPF helper without preconditions.
@@ -31,9 +29,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
 /// `tally exec`) moves its charge there, as a task written into cgroup.procs does.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn fork_into_cgroup(ctx: BtfTracePointContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     let child: u64 = ctx.arg(1);
     if let Some(dst) = forked_into_cgroup(ctx.arg(0), child) {
         move_numproc(child, dst);
@@ -65,9 +61,7 @@ fn move_numproc(task: u64, dst: u64) {
 /// still counts zombies.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
     0
 }
@@ -79,9 +73,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
 /// tally moves single-threaded processes.
 #[btf_tracepoint(function = "cgroup_attach_task")]
 pub fn cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     let Some(dst) = dfl_cgroup_id(ctx.arg(0)) else {
         return 0;
     };
@@ -93,9 +85,7 @@ pub fn cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
 /// tasks that never passed sched_process_exit.
 #[btf_tracepoint(function = "sched_process_free")]
 pub fn sched_process_free(ctx: BtfTracePointContext) -> i32 {
-    if crate::floor::on() {
-        return 0;
-    }
+    floor_return!(0);
     uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
     0
 }
