@@ -43,6 +43,10 @@ pub fn tests() -> Vec<Test> {
             run: pinned_map_of_another_layout,
         },
         Test {
+            name: "charges_whose_records_find_the_table_and_the_hash_map_full_rise_in_tally_bpf_errors_total",
+            run: full_record_store_counted,
+        },
+        Test {
             name: "records_of_full_table_buckets_are_given_back_from_the_hash_map_by_a_tallyd_of_another_build",
             run: records_in_the_hash_across_builds,
         },
@@ -572,4 +576,84 @@ fn pin_new_map(path: &std::path::Path, layout: tally::kernel::pins::MapLayout) -
         bail!("BPF_OBJ_PIN {}: {}", path.display(), std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// With every free slot of the charge table taken and the `charges` hash map filled to its
+/// capacity (keys of no row), a container's forks find nowhere to record who pays: the charge
+/// is undone (refused where the hook can refuse) and counted against the program, which the
+/// exporter reports as tally_bpf_errors_total{program,kind="charge_map_full"}.
+fn full_record_store_counted(env: &mut Env) -> Outcome {
+    let port = try_or_fail!(crate::harness::free_port(), "a port for the exporter");
+    try_or_fail!(
+        env.start_tallyd_with(&["--metrics", &format!("127.0.0.1:{port}")]),
+        "starting tallyd"
+    );
+    try_or_fail!(container_with_limit_on_running(env), "the container");
+    let full = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("tally_bpf_errors_total{") && l.contains("kind=\"charge_map_full\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = try_or_fail!(crate::harness::http_get(port, "/metrics"), "scraping");
+    check!(
+        full(&before) == 0,
+        "charge_map_full before anything filled: {}",
+        full(&before)
+    );
+    try_or_fail!(fill_charge_table(env), "filling the charge table");
+    let filled = try_or_fail!(fill_charges_hash(env), "filling the charges hash map");
+    println!("    {filled} records of no row in the charges hash map");
+    let _ = env.workload_in(CT, &["forks", "5"]).output();
+    let after = try_or_fail!(crate::harness::http_get(port, "/metrics"), "scraping");
+    let counted: Vec<&str> = after
+        .lines()
+        .filter(|l| l.starts_with("tally_bpf_errors_total{") && l.contains("charge_map_full") && !l.ends_with(" 0"))
+        .collect();
+    println!("    {counted:?}");
+    check!(
+        full(&after) > 0,
+        "forks with nowhere to record their charge were not counted in tally_bpf_errors_total"
+    );
+    let numproc_programs = [
+        "task_alloc",
+        "sched_process_fork",
+        "fork_into_cgroup",
+        "cgroup_attach_task",
+    ];
+    check!(
+        counted
+            .iter()
+            .all(|l| numproc_programs.iter().any(|p| l.contains(&format!("program=\"{p}\"")))),
+        "charge_map_full counted against a program that does not charge numproc: {counted:?}"
+    );
+    let held = try_or_fail!(env.ubc_row(CT, Resource::NumProc), "numproc").held;
+    check!(
+        held == 0,
+        "charges that could not be recorded must be undone: numproc held {held}"
+    );
+    Outcome::Pass
+}
+
+/// Fills the `charges` hash map to its capacity with keys of no row (res 63); returns how many.
+fn fill_charges_hash(env: &Env) -> Result<u32> {
+    use aya::maps::{HashMap, Map, MapData};
+    let pins = env.instance.pins();
+    let mut charges: HashMap<MapData, tally_common::ChargeKey, u64> = HashMap::try_from(Map::HashMap(
+        MapData::from_pin(pins.map(tally_common::map_name::CHARGES))?,
+    ))?;
+    let mut n = 0;
+    for i in 0..tally_common::MAX_CHARGED_OBJECTS {
+        let key = tally_common::ChargeKey {
+            object: u64::MAX - u64::from(i),
+            resource: 63,
+            _pad: 0,
+        };
+        match charges.insert(key, 0, 0) {
+            Ok(()) => n += 1,
+            // Full: the programs' own records took the rest.
+            Err(_) => break,
+        }
+    }
+    Ok(n)
 }

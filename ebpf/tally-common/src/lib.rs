@@ -96,7 +96,7 @@ impl Default for Limits {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ChargeKey {
-    /// The kernel object's address (task_struct, file, sock) or a socket cookie.
+    /// The kernel object's address (task_struct, file, sock).
     pub object: u64,
     pub resource: u32,
     pub _pad: u32,
@@ -202,23 +202,75 @@ pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Indices of the `stats` per-CPU array: things that went wrong inside programs, exported so
 /// that a silent accounting gap shows up as a number.
-pub mod stat {
-    /// A charge could not be recorded because its `charge_table` bucket and the `charges` map
-    /// were full (the charge was undone and, where the hook can, refused).
+/// What can fail inside a program, counted per program and kind in the `errors` map (slot
+/// `program * errors::KINDS + kind`, per CPU).
+pub mod errors {
+    /// A charge could not be recorded: its `charge_table` bucket and the `charges` map were
+    /// full (the charge was undone and, where the hook can, refused).
     pub const CHARGE_MAP_FULL: u32 = 0;
     /// An uncharge found no counters row (the container was removed while objects lived).
     pub const UNCHARGE_ORPHAN: u32 = 1;
     /// A limit-hit event found the ring buffer full (tallyd not reading).
     pub const EVENTS_LOST: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// A container (a limits row) without its counters row: nothing charged.
+    pub const COUNTERS_MISSING: u32 = 3;
+    pub const KINDS: u32 = 4;
+    /// As tally_bpf_errors_total's `kind` label says them.
+    pub const KIND_NAMES: [&str; KINDS as usize] =
+        ["charge_map_full", "uncharge_orphan", "events_lost", "counters_missing"];
 }
+
+/// The programs that charge or uncharge, by number (for the `errors` map), named as the
+/// object names them.
+pub mod program {
+    pub const TASK_ALLOC: u32 = 0;
+    pub const TASK_FREE: u32 = 1;
+    pub const RELEASE_TASK: u32 = 2;
+    pub const SCHED_PROCESS_FORK: u32 = 3;
+    pub const FORK_INTO_CGROUP: u32 = 4;
+    pub const CGROUP_ATTACH_TASK: u32 = 5;
+    pub const SCHED_PROCESS_EXIT: u32 = 6;
+    pub const SCHED_PROCESS_FREE: u32 = 7;
+    pub const FILE_OPEN: u32 = 8;
+    pub const FILE_LOCK: u32 = 9;
+    pub const FILE_FREE_SECURITY: u32 = 10;
+    pub const SOCKET_POST_CREATE: u32 = 11;
+    pub const SOCKET_ACCEPT: u32 = 12;
+    pub const SOCK_GRAFT: u32 = 13;
+    pub const SK_FREE_SECURITY: u32 = 14;
+    pub const SOCK_CREATE: u32 = 15;
+    pub const SOCK_RELEASE: u32 = 16;
+    pub const COUNT: u32 = 17;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "task_alloc",
+        "task_free",
+        "release_task",
+        "sched_process_fork",
+        "fork_into_cgroup",
+        "cgroup_attach_task",
+        "sched_process_exit",
+        "sched_process_free",
+        "file_open",
+        "file_lock",
+        "file_free_security",
+        "socket_post_create",
+        "socket_accept",
+        "sock_graft",
+        "sk_free_security",
+        "sock_create",
+        "sock_release",
+    ];
+}
+
+/// Slots of the `errors` map.
+pub const ERROR_SLOTS: u32 = program::COUNT * errors::KINDS;
 
 /// Map names, as the object declares them and as they are pinned under `/sys/fs/bpf/tally/maps`.
 pub mod map_name {
     pub const COUNTERS: &str = "counters";
     pub const LIMITS: &str = "limits";
     pub const CHARGES: &str = "charges";
-    pub const STATS: &str = "stats";
+    pub const ERRORS: &str = "errors";
     pub const EVENTS: &str = "events";
     pub const TRAFFIC: &str = "traffic";
     pub const FILE_READS: &str = "file_reads";

@@ -1,15 +1,16 @@
 //! OpenVZ's charge semantics, for every hook: a charge adds to `held` and is then checked,
 //! hard against the barrier, soft against the limit, or never (force); a refused charge rolls
 //! back and bumps `failcnt`; `maxheld` moves only on success. Cgroups without a `limits` row
-//! are not containers and are never charged.
+//! are not containers and are never charged. Every function that can fail takes the number
+//! of the program it runs in (tally_common::program), to count the failure against it.
 
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns};
-use tally_common::{stat, Counter, LimitHit, EVENT_INTERVAL_NS, RESOURCE_COUNT};
+use tally_common::{errors, Counter, LimitHit, EVENT_INTERVAL_NS, RESOURCE_COUNT};
 
 use crate::{
     atomic,
-    maps::{bump_stat, COUNTERS, EVENTS, LIMITS},
-    record::{self, Object},
+    maps::{error, COUNTERS, EVENTS, LIMITS},
+    record::{self, NotRecorded, Object},
 };
 
 /// How strictly a charge is checked (OpenVZ's UB_HARD / UB_SOFT / UB_FORCE).
@@ -42,7 +43,7 @@ fn row(cgid: u64, res: usize) -> Option<*mut Counter> {
 }
 
 #[inline(always)]
-pub fn charge(cgid: u64, res: usize, amount: u64, strictness: Strictness) -> Charge {
+pub fn charge(program: u32, cgid: u64, res: usize, amount: u64, strictness: Strictness) -> Charge {
     if res >= RESOURCE_COUNT {
         return Charge::NotContainer;
     }
@@ -50,6 +51,7 @@ pub fn charge(cgid: u64, res: usize, amount: u64, strictness: Strictness) -> Cha
         return Charge::NotContainer;
     };
     let Some(row) = row(cgid, res) else {
+        error(program, errors::COUNTERS_MISSING);
         return Charge::NotContainer;
     };
     // SAFETY: `row` points into a live map value (lookup above); the fields are u64.
@@ -71,6 +73,7 @@ pub fn charge(cgid: u64, res: usize, amount: u64, strictness: Strictness) -> Cha
             // SAFETY: `row` points into a live map value; the field is a u64.
             let last = unsafe { core::ptr::addr_of_mut!((*row).last_event_ns) };
             limit_hit(
+                program,
                 cgid,
                 res,
                 last,
@@ -110,15 +113,18 @@ pub fn is_charged(object: Object, res: usize) -> bool {
 /// cannot be kept the charge is undone and reported as refused: a container must never hold
 /// what tally could not give back.
 #[inline(always)]
-pub fn charge_object(object: Object, res: usize, cgid: u64, strictness: Strictness) -> Charge {
-    match charge(cgid, res, 1, strictness) {
-        Charge::Charged => {
-            if !record::insert(object, res, cgid) {
+pub fn charge_object(program: u32, object: Object, res: usize, cgid: u64, strictness: Strictness) -> Charge {
+    match charge(program, cgid, res, 1, strictness) {
+        Charge::Charged => match record::insert(object, res, cgid) {
+            Ok(()) => Charge::Charged,
+            Err(why) => {
+                if let NotRecorded::Full = why {
+                    error(program, errors::CHARGE_MAP_FULL);
+                }
                 uncharge(cgid, res, 1);
-                return Charge::Refused;
+                Charge::Refused
             }
-            Charge::Charged
-        }
+        },
         other => other,
     }
 }
@@ -126,26 +132,26 @@ pub fn charge_object(object: Object, res: usize, cgid: u64, strictness: Strictne
 /// Gives back what `object` holds of `res`, to the container recorded at charge time;
 /// whether there was such a record.
 #[inline(always)]
-pub fn uncharge_object(object: Object, res: usize) -> bool {
-    give_back(record::take(object, res), res)
+pub fn uncharge_object(program: u32, object: Object, res: usize) -> bool {
+    give_back(program, record::take(object, res), res)
 }
 
 /// [`uncharge_object`] for several rows of one object (one scan of its records).
 #[inline(always)]
-pub fn uncharge_rows<const N: usize>(object: Object, rows: [usize; N]) {
+pub fn uncharge_rows<const N: usize>(program: u32, object: Object, rows: [usize; N]) {
     record::take_each(object, rows, |res, cgid| {
-        give_back(Some(cgid), res);
+        give_back(program, Some(cgid), res);
     });
 }
 
 /// Gives one `res` back to the container a record named, if there was a record.
 #[inline(always)]
-pub fn give_back(record: Option<u64>, res: usize) -> bool {
+pub fn give_back(program: u32, record: Option<u64>, res: usize) -> bool {
     let Some(cgid) = record else {
         return false;
     };
     if !uncharge(cgid, res, 1) {
-        bump_stat(stat::UNCHARGE_ORPHAN);
+        error(program, errors::UNCHARGE_ORPHAN);
     }
     true
 }
@@ -158,7 +164,7 @@ pub fn charged_to(object: Object, res: usize) -> Option<u64> {
 
 /// Emits a limit-hit event unless this row emitted one less than EVENT_INTERVAL_NS ago.
 #[inline(always)]
-fn limit_hit(cgid: u64, res: usize, last_event_ns: *mut u64, mut event: LimitHit) {
+fn limit_hit(program: u32, cgid: u64, res: usize, last_event_ns: *mut u64, mut event: LimitHit) {
     // SAFETY: a BPF helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(atomic::load(last_event_ns)) < EVENT_INTERVAL_NS {
@@ -171,7 +177,7 @@ fn limit_hit(cgid: u64, res: usize, last_event_ns: *mut u64, mut event: LimitHit
     event.resource = res as u32;
     event.time_ns = now;
     if EVENTS.output::<LimitHit>(&event, 0).is_err() {
-        bump_stat(stat::EVENTS_LOST);
+        error(program, errors::EVENTS_LOST);
     }
 }
 
@@ -179,10 +185,10 @@ fn limit_hit(cgid: u64, res: usize, last_event_ns: *mut u64, mut event: LimitHit
 /// container. Returns what the hook returns: `-errno` when refused, 0 otherwise (also for
 /// cgroups that are not containers).
 #[inline(always)]
-pub fn charge_caller(object: Object, res: usize, errno: i32) -> i32 {
+pub fn charge_caller(program: u32, object: Object, res: usize, errno: i32) -> i32 {
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge_object(object, res, cgid, Strictness::Hard) {
+    match charge_object(program, object, res, cgid, Strictness::Hard) {
         Charge::Refused => -errno,
         Charge::NotContainer | Charge::Charged => 0,
     }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tally_common::{
-    stat, ChargeBucket, ChargeKey, Counters, FileKey, FileReadCounts, Limits, ReadInFlight, Traffic, CHARGE_BUCKETS,
-    EVENTS_BYTES, MAX_CHARGED_OBJECTS, MAX_CONTAINERS, MAX_FILE_READS,
+    errors, ChargeBucket, ChargeKey, Counters, FileKey, FileReadCounts, Limits, ReadInFlight, Traffic, CHARGE_BUCKETS,
+    ERROR_SLOTS, EVENTS_BYTES, MAX_CHARGED_OBJECTS, MAX_CONTAINERS, MAX_FILE_READS,
 };
 
 /// cgroup2 id -> every row's held/maxheld/failcnt. Written by programs (atomically);
@@ -61,12 +61,14 @@ pub static FILE_READS: LruHashMap<FileKey, FileReadCounts> = LruHashMap::with_ma
 #[map(name = "reads_in_flight")]
 pub static READS_IN_FLIGHT: LruHashMap<u64, ReadInFlight> = LruHashMap::with_max_entries(16384, 0);
 
-/// Failure counters (see tally_common::stat), per CPU.
-#[map(name = "stats")]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+/// What failed inside which program (tally_common::errors, tally_common::program), per CPU.
+#[map(name = "errors")]
+pub static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ERROR_SLOTS, 0);
 
-pub fn bump_stat(index: u32) {
-    if let Some(p) = STATS.get_ptr_mut(index) {
+/// Counts one failure of `kind` in program `program`.
+#[inline(always)]
+pub fn error(program: u32, kind: u32) {
+    if let Some(p) = ERRORS.get_ptr_mut(program * errors::KINDS + kind) {
         // SAFETY: per-CPU slot, this program is not preempted by another on this CPU while
         // it runs a non-sleepable hook; p comes from a successful lookup.
         unsafe { *p += 1 };

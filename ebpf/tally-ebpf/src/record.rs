@@ -11,11 +11,11 @@
 //! it holds something (`charges_in_hash`), so the free of an object that was never charged
 //! (every file the host closes) costs one bucket scan.
 
-use tally_common::{charge_bucket, charge_slot_key, stat, ChargeBucket, ChargeKey, ChargeSlot, CHARGE_SLOTS};
+use tally_common::{charge_bucket, charge_slot_key, ChargeBucket, ChargeKey, ChargeSlot, CHARGE_SLOTS};
 
 use crate::{
     atomic,
-    maps::{bump_stat, CHARGES, CHARGES_IN_HASH, CHARGE_TABLE, CHARGE_TABLE_ENTRIES},
+    maps::{CHARGES, CHARGES_IN_HASH, CHARGE_TABLE, CHARGE_TABLE_ENTRIES},
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -92,17 +92,25 @@ fn count_table(delta_up: bool) {
     }
 }
 
-/// Records that `object` is charged to `cgid` for `res`. False when it cannot be recorded
-/// (already recorded, or the bucket and the hash map are full): the caller undoes the charge.
+/// Why a record was not kept.
+pub enum NotRecorded {
+    /// `object` is recorded for `res` already.
+    Already,
+    /// Its bucket and the hash map are full.
+    Full,
+}
+
+/// Records that `object` is charged to `cgid` for `res`; when it cannot be recorded the
+/// caller undoes the charge.
 #[inline(always)]
-pub fn insert(Object { id, pointer }: Object, res: usize, cgid: u64) -> bool {
+pub fn insert(Object { id, pointer }: Object, res: usize, cgid: u64) -> Result<(), NotRecorded> {
     let key = charge_slot_key(id, res);
     if let Some(b) = bucket(id) {
         let mut free = CHARGE_SLOTS;
         for i in 0..CHARGE_SLOTS {
             let k = atomic::load(key_of(slot(b, i)));
             if k == key {
-                return false;
+                return Err(NotRecorded::Already);
             }
             if k == 0 && free == CHARGE_SLOTS {
                 free = i;
@@ -118,19 +126,18 @@ pub fn insert(Object { id, pointer }: Object, res: usize, cgid: u64) -> bool {
                     // SAFETY: a field of a live map value, this CPU's since the exchange.
                     unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*s).cgroup_id), cgid) };
                     count_table(true);
-                    return true;
+                    return Ok(());
                 }
             }
         }
     }
     if CHARGES.insert(hash_key(pointer, res), cgid, BPF_NOEXIST).is_err() {
-        bump_stat(stat::CHARGE_MAP_FULL);
-        return false;
+        return Err(NotRecorded::Full);
     }
     if let Some(n) = CHARGES_IN_HASH.get_ptr_mut(0) {
         atomic::add(n, 1);
     }
-    true
+    Ok(())
 }
 
 /// The slot holding `key` in `object`'s bucket.
@@ -224,7 +231,7 @@ pub fn take_each<const N: usize>(Object { id, pointer }: Object, rows: [usize; N
 
 /// Removes the `charges` hash map's record of `object` (an address) for `res`.
 #[inline(always)]
-pub fn take_from_hash(object: u64, res: usize) -> Option<u64> {
+fn take_from_hash(object: u64, res: usize) -> Option<u64> {
     let k = hash_key(object, res);
     // SAFETY: the value is a plain u64 copied out at once.
     let cgid = unsafe { CHARGES.get(k) }.copied()?;

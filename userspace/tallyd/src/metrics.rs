@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Instant};
 
 use anyhow::{Context, Result};
 use axum::{http::header, response::IntoResponse, routing::get, Router};
-use prometheus::{core::Collector, Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{core::Collector, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use tally::{
     cgroup::ContainerCgroup,
     ct::{ContainerView, CtId, Host},
@@ -20,7 +20,7 @@ use tally::{
     },
     ubc::Resource,
 };
-use tally_common::{stat, Traffic};
+use tally_common::{errors, program, Traffic};
 
 /// `--metrics`'s default; `off` turns the exporter off.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9477";
@@ -492,25 +492,70 @@ impl Exporter {
         )?;
 
         let failures = maps.program_failures()?;
-        for (index, name, help) in [
+        let by_program = IntCounterVec::new(
+            Opts::new(
+                "tally_bpf_errors_total",
+                "Failures inside tally's programs, by program and kind (charge_map_full: a charge undone \
+                 because its record could not be kept; uncharge_orphan: an uncharge found no container row; \
+                 events_lost: the event ring was full; counters_missing: a container without its counters row)",
+            ),
+            &["program", "kind"],
+        )?;
+        for (p, kinds) in failures.iter().enumerate() {
+            for (k, n) in kinds.iter().enumerate() {
+                by_program
+                    .with_label_values(&[program::NAMES[p], errors::KIND_NAMES[k]])
+                    .inc_by(*n);
+            }
+        }
+        register(Box::new(by_program))?;
+        // What the kernel measures of each program, while its BPF statistics are on
+        // (kernel.bpf_stats_enabled; they cost time on every run, so tally never turns them on).
+        let stats_on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1");
+        if stats_on {
+            let runs = IntCounterVec::new(
+                Opts::new(
+                    "tally_bpf_program_runs_total",
+                    "Runs of each of tally's programs (kernel BPF statistics)",
+                ),
+                &["program"],
+            )?;
+            let time = prometheus::CounterVec::new(
+                Opts::new(
+                    "tally_bpf_program_run_seconds_total",
+                    "Time spent in each of tally's programs (kernel BPF statistics)",
+                ),
+                &["program"],
+            )?;
+            for s in tally::kernel::programs::program_stats(&self.pins)? {
+                runs.with_label_values(&[s.name.as_str()]).inc_by(s.run_count);
+                time.with_label_values(&[s.name.as_str()])
+                    .inc_by(s.run_time_ns as f64 / 1e9);
+            }
+            register(Box::new(runs))?;
+            register(Box::new(time))?;
+        }
+        // The same, summed over programs, under the names dashboards and alerts have used.
+        let total = |kind: u32| failures.iter().map(|kinds| kinds[kind as usize]).sum::<u64>();
+        for (kind, name, help) in [
             (
-                stat::EVENTS_LOST,
+                errors::EVENTS_LOST,
                 "tally_bpf_events_lost_total",
                 "Limit-hit events dropped: the ring buffer was full",
             ),
             (
-                stat::CHARGE_MAP_FULL,
+                errors::CHARGE_MAP_FULL,
                 "tally_bpf_charge_map_full_total",
                 "Charges undone because the charge record's bucket and the charges map were full",
             ),
             (
-                stat::UNCHARGE_ORPHAN,
+                errors::UNCHARGE_ORPHAN,
                 "tally_bpf_uncharge_orphans_total",
                 "Uncharges that found no container row",
             ),
         ] {
             let c = prometheus::IntCounter::new(name, help)?;
-            c.inc_by(failures[index as usize]);
+            c.inc_by(total(kind));
             register(Box::new(c))?;
         }
         Ok(())

@@ -2,16 +2,15 @@
 //! returns EPERM) and cgroup/sock_release gives them back. Unix sockets and accepted sockets
 //! do not pass these hooks; the full tier's LSM programs count those.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
-    macros::cgroup_sock,
-    programs::SockContext,
+use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::cgroup_sock, programs::SockContext};
+use tally_common::{
+    program,
+    res::{NUMOTHERSOCK, NUMTCPSOCK},
 };
-use tally_common::res::{NUMOTHERSOCK, NUMTCPSOCK};
 
 use crate::{
-    charge::{charge_object, give_back, uncharge_object, Charge, Strictness},
-    record::{self, Object},
+    charge::{charge_object, uncharge_object, Charge, Strictness},
+    record::Object,
 };
 
 const SOCK_STREAM: u32 = 1;
@@ -42,7 +41,7 @@ pub fn sock_create(ctx: SockContext) -> i32 {
     let sk = Object::at(ctx.sock as u64);
     // SAFETY: a BPF helper valid in cgroup/sock programs.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge_object(sk, row(&ctx), cgid, Strictness::Hard) {
+    match charge_object(program::SOCK_CREATE, sk, row(&ctx), cgid, Strictness::Hard) {
         Charge::Refused => REFUSE,
         _ => ALLOW,
     }
@@ -53,12 +52,6 @@ pub fn sock_create(ctx: SockContext) -> i32 {
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
     floor_return!(ALLOW);
-    let res = row(&ctx);
-    if !uncharge_object(Object::at(ctx.sock as u64), res) && record::hash_in_use() {
-        // Builds before the charge table keyed sockets by cookie, in the hash map.
-        // SAFETY: a BPF helper valid in cgroup/sock programs.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock as *mut _) };
-        give_back(record::take_from_hash(cookie, res), res);
-    }
+    uncharge_object(program::SOCK_RELEASE, Object::at(ctx.sock as u64), row(&ctx));
     ALLOW
 }

@@ -3,7 +3,10 @@
 //! is freed or unlocked, to the container recorded at charge time.
 
 use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmContext};
-use tally_common::res::{NUMFILE, NUMFLOCK, NUMPTY};
+use tally_common::{
+    program,
+    res::{NUMFILE, NUMFLOCK, NUMPTY},
+};
 
 use crate::charge::{charge_caller, charge_object, is_charged, uncharge_object, uncharge_rows, Charge, Strictness};
 use crate::errno::{ENFILE, ENOLCK, ENOSPC};
@@ -33,15 +36,15 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     let object = Object::at(file);
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge_object(object, NUMFILE, cgid, Strictness::Hard) {
+    match charge_object(program::FILE_OPEN, object, NUMFILE, cgid, Strictness::Hard) {
         Charge::NotContainer => return Ok(0),
         Charge::Refused => return Err(-ENFILE),
         Charge::Charged => {}
     }
     if file_rdev(file) == Some(PTMX_RDEV) {
-        if let Charge::Refused = charge_object(object, NUMPTY, cgid, Strictness::Hard) {
+        if let Charge::Refused = charge_object(program::FILE_OPEN, object, NUMPTY, cgid, Strictness::Hard) {
             // The open fails as a whole: its numfile charge goes too.
-            uncharge_object(object, NUMFILE);
+            uncharge_object(program::FILE_OPEN, object, NUMFILE);
             return Err(-ENOSPC);
         }
     }
@@ -60,19 +63,23 @@ pub fn file_lock(ctx: LsmContext) -> i32 {
     let file = Object::at(ctx.arg(0));
     let lock_type: u32 = ctx.arg(1);
     if lock_type == F_UNLCK {
-        uncharge_object(file, NUMFLOCK);
+        uncharge_object(program::FILE_LOCK, file, NUMFLOCK);
         return 0;
     }
     if is_charged(file, NUMFLOCK) {
         return 0;
     }
-    charge_caller(file, NUMFLOCK, ENOLCK)
+    charge_caller(program::FILE_LOCK, file, NUMFLOCK, ENOLCK)
 }
 
 /// security_file_free(file): the last reference is gone, in whatever context dropped it.
 #[lsm(hook = "file_free_security")]
 pub fn file_free_security(ctx: LsmContext) -> i32 {
     floor_return!(0);
-    uncharge_rows(Object::at(ctx.arg(0)), [NUMFILE, NUMPTY, NUMFLOCK]);
+    uncharge_rows(
+        program::FILE_FREE_SECURITY,
+        Object::at(ctx.arg(0)),
+        [NUMFILE, NUMPTY, NUMFLOCK],
+    );
     0
 }

@@ -3,7 +3,10 @@
 //! the sock is freed, to the container recorded at charge time.
 
 use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::lsm, programs::LsmContext};
-use tally_common::res::{NUMOTHERSOCK, NUMTCPSOCK};
+use tally_common::{
+    program,
+    res::{NUMOTHERSOCK, NUMTCPSOCK},
+};
 
 use crate::charge::{charge, charge_caller, charge_object, uncharge, uncharge_rows, Charge, Strictness};
 use crate::errno::ENOBUFS;
@@ -41,7 +44,12 @@ pub fn socket_post_create(ctx: LsmContext) -> i32 {
     let Some(sk) = socket_sk(ctx.arg(0)) else {
         return 0;
     };
-    charge_caller(Object::at(sk), row(ctx.arg(1), ctx.arg(2), ctx.arg(3)), ENOBUFS)
+    charge_caller(
+        program::SOCKET_POST_CREATE,
+        Object::at(sk),
+        row(ctx.arg(1), ctx.arg(2), ctx.arg(3)),
+        ENOBUFS,
+    )
 }
 
 /// security_socket_accept(sock, newsock): the gate for accepted TCP sockets. The new sock
@@ -59,7 +67,7 @@ pub fn socket_accept(ctx: LsmContext) -> i32 {
     }
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    match charge(cgid, NUMTCPSOCK, 1, Strictness::Soft) {
+    match charge(program::SOCKET_ACCEPT, cgid, NUMTCPSOCK, 1, Strictness::Soft) {
         Charge::Refused => -ENOBUFS,
         Charge::Charged => {
             uncharge(cgid, NUMTCPSOCK, 1);
@@ -77,7 +85,7 @@ pub fn sock_graft(ctx: LsmContext) -> i32 {
     let sk = Object::at(ctx.arg(0));
     // SAFETY: a BPF helper without preconditions.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    charge_object(sk, NUMTCPSOCK, cgid, Strictness::Force);
+    charge_object(program::SOCK_GRAFT, sk, NUMTCPSOCK, cgid, Strictness::Force);
     0
 }
 
@@ -85,6 +93,10 @@ pub fn sock_graft(ctx: LsmContext) -> i32 {
 #[lsm(hook = "sk_free_security")]
 pub fn sk_free_security(ctx: LsmContext) -> i32 {
     floor_return!(0);
-    uncharge_rows(Object::at(ctx.arg(0)), [NUMTCPSOCK, NUMOTHERSOCK]);
+    uncharge_rows(
+        program::SK_FREE_SECURITY,
+        Object::at(ctx.arg(0)),
+        [NUMTCPSOCK, NUMOTHERSOCK],
+    );
     0
 }

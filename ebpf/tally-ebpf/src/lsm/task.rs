@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::{fentry, lsm},
     programs::{FEntryContext, LsmContext},
 };
-use tally_common::res::NUMPROC;
+use tally_common::{program, res::NUMPROC};
 
 use crate::errno::EAGAIN;
 use crate::{
@@ -29,7 +29,7 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
         return Err(previous);
     }
     let task = Object::at(ctx.arg(0));
-    match charge_caller(task, NUMPROC, EAGAIN) {
+    match charge_caller(program::TASK_ALLOC, task, NUMPROC, EAGAIN) {
         0 => Ok(0),
         refused => Err(refused),
     }
@@ -41,7 +41,7 @@ fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {
 #[lsm(hook = "task_free")]
 pub fn task_free(ctx: LsmContext) -> i32 {
     floor_return!(0);
-    uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
+    uncharge_object(program::TASK_FREE, Object::at(ctx.arg(0)), NUMPROC);
     0
 }
 
@@ -51,6 +51,6 @@ pub fn task_free(ctx: LsmContext) -> i32 {
 #[fentry(function = "release_task")]
 pub fn release_task(ctx: FEntryContext) -> u32 {
     floor_return!(0);
-    uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
+    uncharge_object(program::RELEASE_TASK, Object::at(ctx.arg(0)), NUMPROC);
     0
 }

@@ -2,7 +2,7 @@
 //! fallback tier's fork/exit accounting (there the pids controller refuses).
 
 use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::btf_tracepoint, programs::BtfTracePointContext};
-use tally_common::res::NUMPROC;
+use tally_common::{program, res::NUMPROC};
 
 use crate::charge::{charge_object, charged_to, uncharge_object, Strictness};
 use crate::kernel::{dfl_cgroup_id, forked_into_cgroup};
@@ -20,7 +20,13 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
         unsafe { bpf_get_current_cgroup_id() }
     });
     // A fresh task: no earlier charge to move (no task_alloc program in this tier).
-    charge_object(Object::at(child), NUMPROC, dst, Strictness::Force);
+    charge_object(
+        program::SCHED_PROCESS_FORK,
+        Object::at(child),
+        NUMPROC,
+        dst,
+        Strictness::Force,
+    );
     0
 }
 
@@ -32,7 +38,7 @@ pub fn fork_into_cgroup(ctx: BtfTracePointContext) -> i32 {
     floor_return!(0);
     let child: u64 = ctx.arg(1);
     if let Some(dst) = forked_into_cgroup(ctx.arg(0), child) {
-        move_numproc(child, dst);
+        move_numproc(program::FORK_INTO_CGROUP, child, dst);
     }
     0
 }
@@ -40,17 +46,17 @@ pub fn fork_into_cgroup(ctx: BtfTracePointContext) -> i32 {
 /// Charges `task`'s numproc to container `dst` (force: it is there already), uncharging the
 /// container it was charged to before, if another; nothing for a cgroup that is no container.
 #[inline(always)]
-fn move_numproc(task: u64, dst: u64) {
+fn move_numproc(program: u32, task: u64, dst: u64) {
     let task = Object::at(task);
     let previous = charged_to(task, NUMPROC);
     if previous == Some(dst) {
         return;
     }
     if previous.is_some() {
-        uncharge_object(task, NUMPROC);
+        uncharge_object(program, task, NUMPROC);
     }
     if LIMITS.get_ptr(dst).is_some() {
-        charge_object(task, NUMPROC, dst, Strictness::Force);
+        charge_object(program, task, NUMPROC, dst, Strictness::Force);
     }
 }
 
@@ -62,7 +68,7 @@ fn move_numproc(task: u64, dst: u64) {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     floor_return!(0);
-    uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
+    uncharge_object(program::SCHED_PROCESS_EXIT, Object::at(ctx.arg(0)), NUMPROC);
     0
 }
 
@@ -77,7 +83,7 @@ pub fn cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
     let Some(dst) = dfl_cgroup_id(ctx.arg(0)) else {
         return 0;
     };
-    move_numproc(ctx.arg(2), dst);
+    move_numproc(program::CGROUP_ATTACH_TASK, ctx.arg(2), dst);
     0
 }
 
@@ -86,6 +92,6 @@ pub fn cgroup_attach_task(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_free")]
 pub fn sched_process_free(ctx: BtfTracePointContext) -> i32 {
     floor_return!(0);
-    uncharge_object(Object::at(ctx.arg(0)), NUMPROC);
+    uncharge_object(program::SCHED_PROCESS_FREE, Object::at(ctx.arg(0)), NUMPROC);
     0
 }

@@ -2,14 +2,17 @@
 //! readers (`tally ubc`, tests) read counters without loading the object again.
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
-use tally_common::{map_name, stat, ChargeKey, Counters, Limits, Traffic, CHARGE_BUCKETS, CHARGE_SLOTS};
+use tally_common::{errors, map_name, program, ChargeKey, Counters, Limits, Traffic, CHARGE_BUCKETS, CHARGE_SLOTS};
 
 use super::{pins::PinLayout, KernelError};
+
+/// Failures counted inside the programs: [program][kind].
+pub type ProgramFailures = [[u64; errors::KINDS as usize]; program::COUNT as usize];
 
 pub struct BeancounterMaps {
     counters: HashMap<MapData, u64, Counters>,
     limits: HashMap<MapData, u64, Limits>,
-    stats: PerCpuArray<MapData, u64>,
+    errors: PerCpuArray<MapData, u64>,
 }
 
 const BPF_NOEXIST: u64 = 1;
@@ -29,8 +32,8 @@ impl BeancounterMaps {
             counters: HashMap::try_from(Map::HashMap(open(pins, map_name::COUNTERS)?))
                 .map_err(typed(map_name::COUNTERS))?,
             limits: HashMap::try_from(Map::HashMap(open(pins, map_name::LIMITS)?)).map_err(typed(map_name::LIMITS))?,
-            stats: PerCpuArray::try_from(Map::PerCpuArray(open(pins, map_name::STATS)?))
-                .map_err(typed(map_name::STATS))?,
+            errors: PerCpuArray::try_from(Map::PerCpuArray(open(pins, map_name::ERRORS)?))
+                .map_err(typed(map_name::ERRORS))?,
         })
     }
 
@@ -77,15 +80,19 @@ impl BeancounterMaps {
         Ok(())
     }
 
-    /// Failures inside programs, summed over CPUs (index: tally_common::stat).
-    pub fn program_failures(&self) -> Result<[u64; stat::COUNT as usize], KernelError> {
-        let mut out = [0; stat::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let per_cpu = self.stats.get(&(i as u32), 0).map_err(|source| KernelError::Map {
-                name: map_name::STATS,
-                source,
-            })?;
-            *slot = per_cpu.iter().sum();
+    /// Failures inside programs, summed over CPUs: [program][kind] (tally_common::program,
+    /// tally_common::errors).
+    pub fn program_failures(&self) -> Result<ProgramFailures, KernelError> {
+        let mut out = [[0; errors::KINDS as usize]; program::COUNT as usize];
+        for (p, kinds) in out.iter_mut().enumerate() {
+            for (k, slot) in kinds.iter_mut().enumerate() {
+                let index = p as u32 * errors::KINDS + k as u32;
+                let per_cpu = self.errors.get(&index, 0).map_err(|source| KernelError::Map {
+                    name: map_name::ERRORS,
+                    source,
+                })?;
+                *slot = per_cpu.iter().sum();
+            }
         }
         Ok(out)
     }

@@ -201,7 +201,7 @@ const PINNED_MAPS: [&str; 10] = [
     map_name::CHARGE_TABLE_ENTRIES,
     map_name::CHARGES,
     map_name::CHARGES_IN_HASH,
-    map_name::STATS,
+    map_name::ERRORS,
     map_name::EVENTS,
     map_name::TRAFFIC,
     map_name::FILE_READS,
