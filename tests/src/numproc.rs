@@ -421,6 +421,9 @@ fn container_with_limit_on_running(env: &Env) -> Result<()> {
 }
 
 fn bad_input_changes_nothing(env: &mut Env) -> Outcome {
+    if let Some(o) = crate::harness::shown_by_the_full_tier_run("input checks come before any tier") {
+        return o;
+    }
     try_or_fail!(env.start_tallyd(), "starting tallyd");
     let conf_dir = env.instance.config_dir();
     let unified_parent = try_or_fail!(env.cgroup(CT), "cgroup")
