@@ -12,10 +12,8 @@ use anyhow::{Context, Result};
 
 use crate::{
     check,
-    containers::dir_names,
     env::Env,
-    harness::ok,
-    harness::{Outcome, Test},
+    harness::{dir_names, ok, Outcome, Test},
     try_or_fail,
 };
 

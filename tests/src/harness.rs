@@ -3,10 +3,12 @@
 
 use std::{
     io::{Read, Write},
-    net::TcpStream,
+    net::{Ipv4Addr, TcpStream},
     panic::AssertUnwindSafe,
     time::{Duration, Instant},
 };
+
+use tally::ct::{net, CtId};
 
 use anyhow::{bail, Context, Result};
 
@@ -174,4 +176,72 @@ pub fn seed() -> u64 {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         })
+}
+
+/// Fetches `path` from `addr:port` over HTTP/1.0, after checking the host routes `addr`
+/// through container `ct`'s veth (and so nowhere else).
+pub fn container_http_get(env: &Env, ct: &str, addr: Ipv4Addr, port: u16, path: &str) -> Result<String> {
+    // httpd was just started in the background: give it a moment to listen.
+    let mut s = connect_to(env, ct, addr, port, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// A TCP connection to `addr:port`, retried for up to `wait` while the service comes up,
+/// after checking the host routes `addr` through container `ct`'s veth (and so nowhere else).
+pub fn connect_to(env: &Env, ct: &str, addr: Ipv4Addr, port: u16, wait: Duration) -> Result<TcpStream> {
+    connect_via(
+        &net::host_interface(&env.instance.name, &CtId::parse(ct)?),
+        addr,
+        port,
+        wait,
+    )
+}
+
+/// [`connect`] where the host's route to `addr` must go through interface `via_if`.
+pub fn connect_via(via_if: &str, addr: Ipv4Addr, port: u16, wait: Duration) -> Result<TcpStream> {
+    let via = net::route_interface(addr)?;
+    if via.as_deref() != Some(via_if) {
+        bail!("refusing to send: the host routes {addr} via {via:?}, not {via_if}");
+    }
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(2)) {
+            Ok(s) => return Ok(s),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// The names in a directory, sorted (none when it is missing).
+pub fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The host pid of container `ct`'s init: the process of its cgroup that is PID 1 inside.
+pub fn init_pid(env: &Env, ct: &str) -> Result<u32> {
+    for pid in env.cgroup(ct)?.pids()? {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap_or_default();
+        if nspid.split_whitespace().last() == Some("1") {
+            return Ok(pid);
+        }
+    }
+    bail!("no PID 1 in {ct}'s cgroup")
+}
+
+/// `tally status CT`, its line.
+pub fn status(env: &Env, ct: &str) -> Result<String> {
+    Ok(ok(env, &["status", ct])?.trim().to_string())
 }

@@ -19,10 +19,8 @@ use tally::{
 
 use crate::{
     check,
-    containers::init_pid,
     env::Env,
-    harness::ok,
-    harness::{Outcome, Test},
+    harness::{init_pid, ok, Outcome, Test},
     numproc::Running,
     try_or_fail,
 };
@@ -227,7 +225,7 @@ fn template_archive(env: &Env) -> Result<std::path::PathBuf> {
 /// Every container of the instance is whole and in one state; nothing is left over.
 fn consistent(env: &Env) -> Result<()> {
     let root = &env.instance.root;
-    let names = |dir: &Path| crate::containers::dir_names(dir);
+    let names = |dir: &Path| crate::harness::dir_names(dir);
     let journal = names(&root.join("journal"));
     if !journal.is_empty() {
         bail!("intents left in the journal: {journal:?}");
