@@ -375,3 +375,60 @@ pub struct ReadInFlight {
     pub count: u64,
     pub files: [FileId; FILES_PER_READ],
 }
+
+/// The devices a container may use: the character nodes its /dev is made of (the launcher
+/// makes them, the cgroup device program lets nothing else be opened or made), the ptmx of its
+/// private devpts and its ptys.
+pub mod devices {
+    /// /dev/NAME, (major, minor).
+    pub const NODES: [(&str, u32, u32); 6] = [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ];
+    /// The nodes' numbers alone, for the program (which holds no strings).
+    pub const NUMBERS: [(u32, u32); 6] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
+    /// /dev/ptmx (a link to the devpts instance's own ptmx, whose node is this).
+    pub const PTMX: (u32, u32) = (5, 2);
+    /// The pty slaves (/dev/pts/N): UNIX98_PTY_SLAVE_MAJOR and the 7 majors after it.
+    pub const PTS_MAJORS: core::ops::RangeInclusive<u32> = 136..=143;
+
+    const _: () = {
+        let mut i = 0;
+        while i < NODES.len() {
+            assert!(NODES[i].1 == NUMBERS[i].0 && NODES[i].2 == NUMBERS[i].1);
+            i += 1;
+        }
+    };
+}
+
+/// The syscalls whose reads the file-read statistics count, in one order for the programs and
+/// for userspace.
+pub mod read_syscalls {
+    /// (x86-64 syscall number, the argument that is the descriptor read from).
+    pub const NUMBERS: [(u64, u8); 8] = [
+        (0, 0),   // read
+        (17, 0),  // pread64
+        (19, 0),  // readv
+        (295, 0), // preadv
+        (327, 0), // preadv2
+        (40, 1),  // sendfile(out_fd, in_fd, ...)
+        (275, 0), // splice
+        (326, 0), // copy_file_range
+    ];
+    /// (the syscall's name, the full tier's fexit program on it, that program's hook: the
+    /// syscall's x86-64 entry point).
+    pub const PROGRAMS: [(&str, &str, &str); 8] = [
+        ("read", "read_exit", "__x64_sys_read"),
+        ("pread64", "pread64_exit", "__x64_sys_pread64"),
+        ("readv", "readv_exit", "__x64_sys_readv"),
+        ("preadv", "preadv_exit", "__x64_sys_preadv"),
+        ("preadv2", "preadv2_exit", "__x64_sys_preadv2"),
+        ("sendfile", "sendfile_exit", "__x64_sys_sendfile64"),
+        ("splice", "splice_exit", "__x64_sys_splice"),
+        ("copy_file_range", "copy_range_exit", "__x64_sys_copy_file_range"),
+    ];
+}

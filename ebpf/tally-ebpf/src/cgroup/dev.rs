@@ -4,17 +4,13 @@
 //! inherits it.
 
 use aya_ebpf::{macros::cgroup_device, programs::DeviceContext};
+use tally_common::devices::{NUMBERS, PTMX, PTS_MAJORS};
 
 /// bpf_cgroup_dev_ctx.access_type: the device type in the low 16 bits.
 const DEVCG_DEV_CHAR: u32 = 2;
 
 const ALLOW: i32 = 1;
 const REFUSE: i32 = 0;
-
-/// (major, minor): null, zero, full, random, urandom, tty, ptmx.
-const ALLOWED: [(u32, u32); 7] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 2)];
-/// The pty slaves (/dev/pts/N): UNIX98_PTY_SLAVE_MAJOR and the 7 majors after it.
-const PTS_MAJORS: core::ops::RangeInclusive<u32> = 136..=143;
 
 #[cgroup_device]
 pub fn device(ctx: DeviceContext) -> i32 {
@@ -24,7 +20,10 @@ pub fn device(ctx: DeviceContext) -> i32 {
     if access_type & 0xffff != DEVCG_DEV_CHAR {
         return REFUSE;
     }
-    if PTS_MAJORS.contains(&major) || ALLOWED.iter().any(|(ma, mi)| *ma == major && *mi == minor) {
+    if PTS_MAJORS.contains(&major)
+        || (major, minor) == PTMX
+        || NUMBERS.iter().any(|(ma, mi)| *ma == major && *mi == minor)
+    {
         ALLOW
     } else {
         REFUSE

@@ -32,24 +32,16 @@ use crate::{
     maps::{FILE_READS, LIMITS},
 };
 
-/// x86-64 syscall numbers of the calls that read a file, and which argument is the
+/// For a syscall that reads a file (tally_common::read_syscalls), which argument is the
 /// descriptor read from.
 #[inline(always)]
 pub fn read_syscall_fd_arg(nr: u64) -> Option<u8> {
-    const READ: u64 = 0;
-    const PREAD64: u64 = 17;
-    const READV: u64 = 19;
-    const SENDFILE: u64 = 40;
-    const SPLICE: u64 = 275;
-    const PREADV: u64 = 295;
-    const COPY_FILE_RANGE: u64 = 326;
-    const PREADV2: u64 = 327;
-    match nr {
-        READ | PREAD64 | READV | SPLICE | PREADV | COPY_FILE_RANGE | PREADV2 => Some(0),
-        // sendfile(out_fd, in_fd, ...)
-        SENDFILE => Some(1),
-        _ => None,
+    for (n, fd_arg) in tally_common::read_syscalls::NUMBERS {
+        if n == nr {
+            return Some(fd_arg);
+        }
     }
+    None
 }
 
 /// The caller's container, or None for cgroups that are not containers.

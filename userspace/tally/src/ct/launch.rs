@@ -476,20 +476,13 @@ fn build_dev_and_sys(root: &Path, userns_base: Option<u32>) -> Result<(), Launch
         Some(format!("mode=755,size=1m,uid={base},gid={base}").as_str()),
     )
     .map_err(nix_err("mounting /dev"))?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for (name, major, minor) in tally_common::devices::NODES {
         let path = dev.join(name);
         mknod(
             &path,
             SFlag::S_IFCHR,
             Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
+            makedev(major.into(), minor.into()),
         )
         .map_err(nix_err(format!("mknod /dev/{name}")))?;
         // mknod is subject to the umask.

@@ -221,13 +221,20 @@ pub fn row_plans(tier: Tier) -> Vec<RowPlan> {
 
 /// How the statistics that are not rows are kept in `tier` (the programs: trace/read.rs).
 pub fn statistic_plans(tier: Tier) -> Vec<RowPlan> {
-    const WHAT: &str = "per container, device and inode of regular files: read calls, bytes and the last \
-                        read, counted as read, pread64, readv, preadv, preadv2, sendfile, splice and copy_file_range \
-                        return";
+    let names: Vec<&str> = tally_common::read_syscalls::PROGRAMS
+        .iter()
+        .map(|(n, _, _)| *n)
+        .collect();
+    let what = format!(
+        "per container, device and inode of regular files: read calls, bytes and the last read, counted as {} \
+         and {} return",
+        names[..names.len() - 1].join(", "),
+        names[names.len() - 1]
+    );
     const MISSED: &str = "not seen: mmap, io_uring, AIO; in an LRU map of 65536 files";
     let how = match tier {
         Tier::Full => format!(
-            "{WHAT} (fexit on each); BPF LSM file_permission names the files each call reads, so a file of a \
+            "{what} (fexit on each); BPF LSM file_permission names the files each call reads, so a file of a \
              container's overlay counts as the real upper or lower file overlayfs reads and as the overlay's \
              inode; {MISSED}"
         ),
@@ -238,7 +245,7 @@ pub fn statistic_plans(tier: Tier) -> Vec<RowPlan> {
              (an instance whose state directory is on tmpfs, whose reads bypass that path, keeps sys_exit)"
         ),
         Tier::Fallback => format!(
-            "{WHAT} (tp_btf sys_exit, which every syscall on the host passes); the file is the one behind the \
+            "{what} (tp_btf sys_exit, which every syscall on the host passes); the file is the one behind the \
              call's descriptor and, for an overlay file, the real upper or lower file behind it (overlayfs's \
              private data), counted as both; {MISSED}"
         ),

@@ -126,15 +126,22 @@ const FULL: &[ProgramSpec] = &[
     // File-read statistics: file_permission names the files a container's read syscall reads
     // (the real file behind an overlay one too), fexit on the syscall counts them.
     ProgramSpec::guard(Hook::Lsm("file_permission")),
-    ProgramSpec::counter("read_exit", Hook::FExit("__x64_sys_read")),
-    ProgramSpec::counter("pread64_exit", Hook::FExit("__x64_sys_pread64")),
-    ProgramSpec::counter("readv_exit", Hook::FExit("__x64_sys_readv")),
-    ProgramSpec::counter("preadv_exit", Hook::FExit("__x64_sys_preadv")),
-    ProgramSpec::counter("preadv2_exit", Hook::FExit("__x64_sys_preadv2")),
-    ProgramSpec::counter("sendfile_exit", Hook::FExit("__x64_sys_sendfile64")),
-    ProgramSpec::counter("splice_exit", Hook::FExit("__x64_sys_splice")),
-    ProgramSpec::counter("copy_range_exit", Hook::FExit("__x64_sys_copy_file_range")),
+    read_exit(0),
+    read_exit(1),
+    read_exit(2),
+    read_exit(3),
+    read_exit(4),
+    read_exit(5),
+    read_exit(6),
+    read_exit(7),
 ];
+
+/// The full tier's fexit program on read syscall `i` of tally_common::read_syscalls.
+const fn read_exit(i: usize) -> ProgramSpec {
+    let (_, name, entry) = tally_common::read_syscalls::PROGRAMS[i];
+    ProgramSpec::counter(name, Hook::FExit(entry))
+}
+const _: () = assert!(tally_common::read_syscalls::PROGRAMS.len() == 8);
 
 /// Fallback tier: the same accounting from tracepoints; the pids controller refuses.
 const FALLBACK: &[ProgramSpec] = &[
