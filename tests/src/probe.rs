@@ -8,10 +8,16 @@ use crate::{
 };
 
 pub fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "check_reports_the_tier_this_kernel_gets_and_why",
-        run: check_reports_tier,
-    }]
+    vec![
+        Test {
+            name: "check_reports_the_tier_this_kernel_gets_and_why",
+            run: check_reports_tier,
+        },
+        Test {
+            name: "overlay_files_lead_to_their_real_file_as_the_kernel_btf_or_release_says",
+            run: overlay_file_layout,
+        },
+    ]
 }
 
 /// The tier xtask expects for this kernel (host: fallback with EPERM; VMs: full) comes in
@@ -57,5 +63,44 @@ fn check_reports_tier(env: &mut Env) -> Outcome {
             .any(|l| l.starts_with("numproc ") && l.contains("enforced")),
         "numproc row missing:\n{text}"
     );
+    Outcome::Pass
+}
+
+/// How tally's programs reach the real file behind an overlayfs file: from overlayfs's BTF
+/// where the kernel has it built in, otherwise from the release (a `struct ovl_file` from 6.13).
+/// Reads this kernel's BTF: where there is none, there is nothing to hold the layout to.
+fn overlay_file_layout(_env: &mut Env) -> Outcome {
+    use std::path::Path;
+    use tally::kernel::btf::{overlay_file_layout, KernelBtf, VMLINUX};
+    if let Some(o) = crate::harness::shown_by_the_full_tier_run("the kernel's BTF is the same in every tier") {
+        return o;
+    }
+    let btf = match KernelBtf::load(Path::new(VMLINUX)) {
+        Ok(btf) => btf,
+        Err(e) => return Outcome::Skip(format!("no kernel BTF to read ({VMLINUX}: {e})")),
+    };
+    let nothing = Path::new("/nonexistent");
+    let layout = overlay_file_layout(&btf, nothing, "6.12.57+deb13-cloud-amd64");
+    if btf.has_struct("ovl_inode") {
+        // overlayfs is built in here: its BTF decides, whatever the release says.
+        check!(
+            layout == overlay_file_layout(&btf, nothing, "6.1.0-40-cloud-amd64"),
+            "with overlayfs's BTF the release should not matter: {layout:?}"
+        );
+        check!(
+            layout.indirect == btf.has_struct("ovl_file"),
+            "indirect ({}) should follow struct ovl_file's presence",
+            layout.indirect
+        );
+    } else {
+        check!(
+            !layout.indirect,
+            "6.12 without overlayfs's BTF: no ovl_file, {layout:?}"
+        );
+        check!(
+            overlay_file_layout(&btf, nothing, "6.13.0").indirect,
+            "6.13 without overlayfs's BTF: a struct ovl_file"
+        );
+    }
     Outcome::Pass
 }

@@ -162,28 +162,6 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overlay_files_lead_to_their_real_file_as_the_kernel_release_says_without_btf() {
-        let Ok(btf) = KernelBtf::load(Path::new(VMLINUX)) else {
-            return;
-        };
-        let nothing = Path::new("/nonexistent");
-        let layout = overlay_file_layout(&btf, nothing, "6.12.57+deb13-cloud-amd64");
-        if btf.has_struct("ovl_inode") {
-            // overlayfs is built in here: its BTF decides, whatever the release says.
-            assert_eq!(layout, overlay_file_layout(&btf, nothing, "6.1.0-40-cloud-amd64"));
-            assert_eq!(layout.indirect, btf.has_struct("ovl_file"));
-        } else {
-            assert!(!layout.indirect);
-            assert!(overlay_file_layout(&btf, nothing, "6.13.0").indirect);
-        }
-    }
-}
-
 // `resolve_name` takes a &dyn BtfType; keep the trait in scope for callers of this module.
 #[allow(unused_imports)]
 use BtfType as _;
