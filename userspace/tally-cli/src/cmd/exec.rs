@@ -2,7 +2,8 @@
 //! cgroups and root, with the container's bounded capabilities) and exits with CMD's code.
 //!
 //! The CLI asks tallyd for the container's join plan (tallyd refuses at the numproc barrier),
-//! joins the container's PID namespace for its children only, and forks the child straight
+//! joins the container's PID namespace for its children only (tally::ct::join holds what
+//! joining takes, shared with whatever else joins a container), and forks the child straight
 //! into the container's cgroup2 directory (clone3's CLONE_INTO_CGROUP); the child writes
 //! itself into the v1 hierarchies' `tasks` files, enters the other namespaces and execs CMD.
 //! Neither move takes the thread-group lock that a cgroup.procs write takes (its first taking
@@ -22,13 +23,12 @@ use std::{
 };
 
 use nix::{
-    sched::{setns, CloneFlags},
     sys::wait::{waitpid, WaitStatus},
     unistd::{fork, ForkResult},
 };
 use tally::{
     api::{Attach, Client, ExitCode, JoinPlan},
-    ct::launch::{clone_into_cgroup, pidfd_open},
+    ct::{join, launch::clone_into_cgroup},
 };
 
 use crate::{block_on, Failure};
@@ -75,44 +75,25 @@ pub fn run(client: &Client, args: Args) -> Result<i32, Failure> {
 pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: bool) -> Result<i32, Failure> {
     // One request: the init, the cgroups, and tallyd's numproc check.
     let plan: JoinPlan = block_on(client.get(&format!("/v1/containers/{ct}/join")))?;
-    let init = plan.init_pid;
-    let io = |what: String| move |e: std::io::Error| Failure::new(ExitCode::SystemError, format!("{what}: {e}"));
-    let pidfd = pidfd_open(init).map_err(|e| Failure::new(ExitCode::NotRunning, format!("container {ct}: {e}")))?;
-    // Read before entering anything: the container's /proc shows other pids.
-    let userns = tally::ct::userns::in_other_userns(init)
-        .map_err(|e| Failure::new(ExitCode::SystemError, format!("container {ct}'s user namespace: {e}")))?;
-    let cgroup_dir = std::fs::File::open(&plan.unified).map_err(io(format!("opening {}", plan.unified.display())))?;
-    let tasks: Vec<std::fs::File> = plan
-        .v1_tasks
-        .iter()
-        .map(|p| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(p)
-                .map_err(io(format!("opening {}", p.display())))
-        })
-        .collect::<Result<_, _>>()?;
-    // Children of this process are born in the container's PID namespace.
-    setns(&pidfd, CloneFlags::CLONE_NEWPID).map_err(sys("entering the PID namespace"))?;
+    let handles = join::Handles::open(&plan).map_err(|e| joining(ct, e))?;
+    handles.enter_pid_namespace().map_err(|e| joining(ct, e))?;
+    let (pidfd, userns) = (&handles.pidfd, handles.userns);
     let (pty_parent, pty_child) = crate::pty::socket_pair().map_err(sys("socketpair"))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     // Born in the container's cgroup2 directory; the child joins the v1 hierarchies itself.
-    let pid = clone_into_cgroup(Some(cgroup_dir.as_raw_fd()))
+    let pid = clone_into_cgroup(Some(handles.cgroup_dir.as_raw_fd()))
         .map_err(|e| Failure::new(ExitCode::SystemError, e.to_string()))?;
     if pid == 0 {
         // Rust code in the child is fine: this process is single-threaded (checked by the
         // callers), so the child is a whole copy of it.
         drop(ready_r);
         drop(pty_parent);
-        for mut f in &tasks {
-            // "0": the writing thread, which is the whole (single-threaded) process.
-            if let Err(e) = f.write_all(b"0") {
-                eprintln!("tally: joining the container's v1 cgroups: {e}");
-                std::process::exit(ExitCode::SystemError.number());
-            }
+        if let Err(e) = handles.join_v1() {
+            eprintln!("tally: {e}");
+            std::process::exit(ExitCode::SystemError.number());
         }
         let _ = std::fs::File::from(ready_w).write_all(b"r");
-        std::process::exit(enter_and_exec(&pidfd, userns, argv, tty.then_some(&pty_child)));
+        std::process::exit(enter_and_exec(pidfd, userns, argv, tty.then_some(&pty_child)));
     }
     let child = nix::unistd::Pid::from_raw(pid);
     drop(ready_w);
@@ -123,7 +104,7 @@ pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: 
             // A kernel with cgroup.kill's kill_seq SIGKILLs a child forked into a cgroup that
             // was once killed that way: then the slow way, a move through cgroup.procs.
             Ok(WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)) => {
-                run_attached(client, ct, &pidfd, userns, argv, tty)
+                run_attached(client, ct, pidfd, userns, argv, tty)
             }
             Ok(WaitStatus::Exited(_, code)) => Ok(code),
             other => Err(Failure::new(
@@ -133,6 +114,14 @@ pub fn run_inside(client: &Client, ct: &tally::ct::CtId, argv: &[CString], tty: 
         };
     }
     finish(child, tty.then_some(&pty_parent))
+}
+
+fn joining(ct: &tally::ct::CtId, e: join::JoinError) -> Failure {
+    let code = match e {
+        join::JoinError::NotRunning(_) => ExitCode::NotRunning,
+        _ => ExitCode::SystemError,
+    };
+    Failure::new(code, format!("container {ct}: {e}"))
 }
 
 fn sys(what: &str) -> impl FnOnce(nix::Error) -> Failure {
@@ -204,37 +193,12 @@ fn finish(child: nix::unistd::Pid, pty_parent: Option<&OwnedFd>) -> Result<i32, 
     }
 }
 
-/// The child: the container's namespaces and root, its capability bound, then CMD.
+/// The child: the container's namespaces and root, its bounds (tally::ct::join), then CMD.
 fn enter_and_exec(pidfd: &OwnedFd, userns: bool, argv: &[CString], pty: Option<&OwnedFd>) -> i32 {
-    let flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWNET
-        | CloneFlags::CLONE_NEWCGROUP;
-    if let Err(e) = setns(pidfd, flags) {
-        eprintln!("tally: entering the container's namespaces: {e}");
-        return ExitCode::SystemError.number();
-    }
-    // Its user namespace last (the others are joined with host root's rights), as its root.
-    if userns {
-        if let Err(e) = setns(pidfd, CloneFlags::CLONE_NEWUSER) {
-            eprintln!("tally: entering the container's user namespace: {e}");
-            return ExitCode::SystemError.number();
-        }
-        if let Err(e) = tally::ct::userns::become_root() {
-            eprintln!("tally: {e}");
-            return ExitCode::SystemError.number();
-        }
-    }
-    if let Err(e) = std::env::set_current_dir("/") {
-        eprintln!("tally: chdir /: {e}");
-        return ExitCode::SystemError.number();
-    }
-    if let Err(e) = tally::ct::launch::confine() {
+    if let Err(e) = join::enter(pidfd, userns) {
         eprintln!("tally: {e}");
         return ExitCode::SystemError.number();
     }
-    let _ = nix::unistd::close(pidfd.as_raw_fd());
     // The container's environment, not the host's.
     for (k, _) in std::env::vars_os() {
         if k != "TERM" {

@@ -7,6 +7,7 @@ pub mod cache;
 mod config;
 pub mod debootstrap;
 mod host;
+pub mod join;
 mod journal;
 pub mod launch;
 mod lifecycle;
