@@ -272,7 +272,7 @@ fn test_seconds(text: &str) -> f32 {
             let open = after.find('(')?;
             after[open + 1..].split("s)").next()?.parse::<f32>().ok()
         })
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 /// Reads a tally-itest run's closing `N passed, N failed, N skipped` line.
