@@ -15,6 +15,16 @@ pub fn on() -> bool {
     unsafe { core::ptr::read_volatile(&BENCH_FLOOR) != 0 }
 }
 
+/// `hook_result!(try_HOOK(&ctx))`: a hook written as a `try_` function returns `Ok(verdict)`
+/// or `Err(verdict)` (the early exits of `?`); the hook returns the verdict either way.
+macro_rules! hook_result {
+    ($try:expr) => {
+        match $try {
+            Ok(verdict) | Err(verdict) => verdict,
+        }
+    };
+}
+
 /// `floor_return!(ALLOW)` at the top of a program: returns ALLOW, what the program returns for
 /// an operation it lets through, at once when this load is the benchmark's floor.
 macro_rules! floor_return {

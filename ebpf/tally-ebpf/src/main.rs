@@ -11,7 +11,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
-// First: its macro serves the programs below.
+// First: its macros serve the programs below.
 #[macro_use]
 mod floor;
 

@@ -506,12 +506,9 @@ mod openapi {
                     path: None,
                 }),
             ),
-            (
-                "CacheStatus",
-                serde_json::to_value(tally::ct::cache::CacheStatus::default()),
-            ),
-            ("CacheStats", serde_json::to_value(tally::ct::cache::Stats::default())),
-            ("GcReport", serde_json::to_value(tally::ct::cache::GcReport::default())),
+            ("CacheStatus", serde_json::to_value(tally::api::CacheStatus::default())),
+            ("CacheStats", serde_json::to_value(tally::api::CacheStats::default())),
+            ("GcReport", serde_json::to_value(tally::api::GcReport::default())),
             (
                 "JoinPlan",
                 serde_json::to_value(tally::api::JoinPlan {

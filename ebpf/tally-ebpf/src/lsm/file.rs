@@ -22,9 +22,7 @@ const F_UNLCK: u32 = 2;
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     floor_return!(0);
-    match try_file_open(&ctx) {
-        Ok(ret) | Err(ret) => ret,
-    }
+    hook_result!(try_file_open(&ctx))
 }
 
 fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {

@@ -17,9 +17,7 @@ use crate::{
 #[lsm(hook = "task_alloc")]
 pub fn task_alloc(ctx: LsmContext) -> i32 {
     floor_return!(0);
-    match try_task_alloc(&ctx) {
-        Ok(ret) | Err(ret) => ret,
-    }
+    hook_result!(try_task_alloc(&ctx))
 }
 
 fn try_task_alloc(ctx: &LsmContext) -> Result<i32, i32> {

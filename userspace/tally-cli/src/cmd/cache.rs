@@ -2,7 +2,7 @@
 
 use tally::{
     api::Client,
-    ct::cache::{CacheStatus, GcReport},
+    api::{CacheStatus, GcReport},
 };
 
 use crate::Failure;

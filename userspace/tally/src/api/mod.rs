@@ -222,3 +222,40 @@ pub struct TemplateInfo {
     /// SIGRTMIN+4).
     pub halt_signal: String,
 }
+
+/// What `tally cache stats` shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CacheStats {
+    pub objects: u64,
+    pub bytes: u64,
+    pub cap: u64,
+    /// Files promoted (one per container copy replaced by a link).
+    pub promotions: u64,
+    pub evictions: u64,
+    /// Objects found not to match their names, dropped.
+    pub corrupt_dropped: u64,
+    /// Page cache saved: for each object, its size times (links into containers - 1).
+    pub page_cache_saved_bytes: u64,
+}
+
+/// What `tally cache status` shows.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CacheStatus {
+    pub stats: CacheStats,
+    pub includes: Vec<std::path::PathBuf>,
+    pub min_size: u64,
+    pub max_size: u64,
+    pub min_containers: usize,
+    /// Links each container gets at its next start.
+    pub pending: std::collections::BTreeMap<String, usize>,
+    /// Links each container's cache layer holds now.
+    pub linked: std::collections::BTreeMap<String, usize>,
+}
+
+/// What `tally cache gc` did.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct GcReport {
+    pub checked: u64,
+    pub corrupt_dropped: u64,
+    pub evicted: u64,
+}

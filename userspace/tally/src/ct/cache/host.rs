@@ -9,7 +9,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{layer, Settings, Stats, Store};
+use super::{layer, Settings, Store};
+use crate::api::{CacheStatus, GcReport};
 use crate::ct::{Host, HostError};
 
 /// A file some container read, as the kernel's statistics key it.
@@ -19,28 +20,6 @@ pub struct ReadKey {
     /// st_dev encoding.
     pub dev: u64,
     pub ino: u64,
-}
-
-/// What `tally cache status` shows.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct CacheStatus {
-    pub stats: Stats,
-    pub includes: Vec<PathBuf>,
-    pub min_size: u64,
-    pub max_size: u64,
-    pub min_containers: usize,
-    /// Links each container gets at its next start.
-    pub pending: BTreeMap<String, usize>,
-    /// Links each container's cache layer holds now.
-    pub linked: BTreeMap<String, usize>,
-}
-
-/// What `tally cache gc` did.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct GcReport {
-    pub checked: u64,
-    pub corrupt_dropped: u64,
-    pub evicted: u64,
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -64,7 +43,8 @@ impl Host {
     /// Maps `reads` to files in the containers' upper directories under the included
     /// directories, and promotes what qualifies. Returns the links made pending.
     pub fn cache_promote(&self, reads: &[ReadKey]) -> Result<usize, HostError> {
-        let _cache = crate::ct::host::lock(&self.cache_lock);
+        // The walk of the containers' upper directories (the long part) takes no lock; the
+        // store and the link lists are changed under the cache's.
         let (settings, store) = self.cache_parts()?;
         let mut found = Vec::new();
         for ct in self.configured()? {
@@ -105,6 +85,7 @@ impl Host {
                 }
             }
         }
+        let _cache = crate::ct::host::lock(&self.cache_lock);
         Ok(layer::promote(&self.instance.root, &store, &settings, &found)?)
     }
 

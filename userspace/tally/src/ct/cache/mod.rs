@@ -15,7 +15,7 @@
 mod host;
 pub mod layer;
 
-pub use host::{CacheStatus, GcReport, ReadKey};
+pub use host::ReadKey;
 
 use std::{
     fs,
@@ -25,6 +25,8 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
+
+use crate::api::CacheStats;
 
 /// The xattr a file's hash is kept in: "HEX SIZE MTIME_NS".
 const HASH_XATTR: &str = "user.tally.sha256";
@@ -198,21 +200,6 @@ fn valid_hash(hex: &str) -> bool {
     hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// What `tally cache stats` shows.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Stats {
-    pub objects: u64,
-    pub bytes: u64,
-    pub cap: u64,
-    /// Files promoted (one per container copy replaced by a link).
-    pub promotions: u64,
-    pub evictions: u64,
-    /// Objects found not to match their names, dropped.
-    pub corrupt_dropped: u64,
-    /// Page cache saved: for each object, its size times (links into containers - 1).
-    pub page_cache_saved_bytes: u64,
-}
-
 /// The content-addressed store: ROOT/cache/objects/hh/rest, read-only files of root's.
 pub struct Store {
     dir: PathBuf,
@@ -381,7 +368,7 @@ impl Store {
         Ok(n)
     }
 
-    pub fn stats(&self) -> Result<Stats, CacheError> {
+    pub fn stats(&self) -> Result<CacheStats, CacheError> {
         let mut s = self.counters();
         let objects = self.list();
         s.objects = objects.len() as u64;
@@ -396,7 +383,7 @@ impl Store {
         self.dir.join("counters.json")
     }
 
-    fn counters(&self) -> Stats {
+    fn counters(&self) -> CacheStats {
         fs::read(self.counters_path())
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -404,7 +391,7 @@ impl Store {
     }
 
     /// Updates the persistent counters (atomically: a temporary file renamed into place).
-    pub(crate) fn count(&self, f: impl FnOnce(&mut Stats)) -> Result<(), CacheError> {
+    pub(crate) fn count(&self, f: impl FnOnce(&mut CacheStats)) -> Result<(), CacheError> {
         let mut s = self.counters();
         f(&mut s);
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
